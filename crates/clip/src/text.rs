@@ -1,0 +1,87 @@
+//! Text transformer (OpenAI `clip/model.py::CLIP.encode_text`): token embedding plus position
+//! embedding, causal transformer, `ln_final`, the end-of-text token projected.
+//!
+//! It also takes token *embeddings*, so that a learned pseudo-word can replace the embedding of
+//! a placeholder token (CLIP-HandID's "A photo of a S* hand").
+
+use burn::module::Param;
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::prelude::*;
+
+use crate::attention::{Transformer, TransformerConfig};
+use crate::config::TextConfig;
+use crate::trace::Trace;
+
+/// CLIP's text encoder.
+#[derive(Module, Debug)]
+pub struct TextTransformer<B: Backend> {
+    /// BPE token embeddings `[vocab_size, width]`.
+    pub token_embedding: Embedding<B>,
+    /// Position embedding `[context_length, width]`.
+    pub positional_embedding: Param<Tensor<B, 2>>,
+    /// Causal transformer.
+    pub transformer: Transformer<B>,
+    /// Final norm.
+    pub ln_final: LayerNorm<B>,
+    /// Projection into the joint embedding space `[width, embed_dim]`.
+    pub text_projection: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> TextTransformer<B> {
+    /// Builds an encoder with default initialisation.
+    pub fn new(config: &TextConfig, embed_dim: usize, device: &B::Device) -> Self {
+        let w = config.width;
+        Self {
+            token_embedding: EmbeddingConfig::new(config.vocab_size, w).init(device),
+            positional_embedding: Param::from_tensor(Tensor::zeros([config.context_length, w], device)),
+            transformer: TransformerConfig::new(w, config.layers, config.heads).init(device),
+            ln_final: LayerNormConfig::new(w).init(device),
+            text_projection: Param::from_tensor(Tensor::zeros([w, embed_dim], device)),
+        }
+    }
+
+    /// Token embeddings of `ids` `[batch, context]` -> `[batch, context, width]`, before the
+    /// position embedding is added (the place to substitute a pseudo-token).
+    pub fn embed_tokens(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.token_embedding.forward(ids)
+    }
+
+    /// Encodes token ids `[batch, context]`; the end-of-text token is the largest id of each row.
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        self.forward_traced(ids, None)
+    }
+
+    /// As [`forward`](Self::forward), recording `text.*` activations into `trace`.
+    pub fn forward_traced(&self, ids: Tensor<B, 2, Int>, trace: Option<&mut Trace>) -> Tensor<B, 2> {
+        let end_positions = ids.clone().argmax(1).reshape([-1]); // [batch]
+        self.forward_embeddings_traced(self.embed_tokens(ids), end_positions, trace)
+    }
+
+    /// Encodes token embeddings `[batch, context, width]`, reading the output at
+    /// `end_positions` `[batch]` (the end-of-text token of each row).
+    pub fn forward_embeddings(&self, embeddings: Tensor<B, 3>, end_positions: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        self.forward_embeddings_traced(embeddings, end_positions, None)
+    }
+
+    fn forward_embeddings_traced(
+        &self,
+        embeddings: Tensor<B, 3>,
+        end_positions: Tensor<B, 1, Int>,
+        mut trace: Option<&mut Trace>,
+    ) -> Tensor<B, 2> {
+        let [batch, context, width] = embeddings.dims();
+        let pos = self.positional_embedding.val().narrow(0, 0, context);
+        let x = embeddings + pos.unsqueeze(); // [batch, context, width]
+        if let Some(t) = trace.as_deref_mut() {
+            t.record("text.embeddings", &x);
+        }
+        let x = self.transformer.forward(x, true, "text", trace.as_deref_mut());
+        let x = self.ln_final.forward(x);
+        if let Some(t) = trace {
+            t.record("text.final", &x);
+        }
+        let index = end_positions.reshape([batch, 1, 1]).expand([batch, 1, width]);
+        let end = x.gather(1, index).reshape([batch, width]); // [batch, width]
+        end.matmul(self.text_projection.val()) // [batch, embed_dim]
+    }
+}

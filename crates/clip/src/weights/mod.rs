@@ -1,0 +1,207 @@
+//! Reading checkpoints and loading them into a [`Clip`](crate::Clip) model.
+//!
+//! Nothing is skipped silently: a file whose tensors do not match the model exactly (missing,
+//! unexpected or mis-shaped tensors) is refused with the list of offending names.
+
+mod loader;
+
+pub use loader::{KeyMap, Rewrite};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ParamId};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn_store::{ModuleSnapshot, TensorSnapshot};
+use safetensors::{Dtype, SafeTensors};
+
+/// Errors reading a weights file or fitting it to a model.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    /// The file could not be read.
+    #[error("{path}: cannot read weights: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid safetensors file (bad header, offsets or sizes).
+    #[error("{path}: not a valid safetensors file: {reason}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What the parser reported.
+        reason: String,
+    },
+    /// A tensor has a dtype that cannot be a model parameter.
+    #[error("{path}: tensor `{tensor}` has dtype {dtype}, expected a floating-point type (F32, F16, BF16 or F64)")]
+    Dtype {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Its dtype.
+        dtype: String,
+    },
+    /// The architecture could not be determined from the file.
+    #[error("{path}: cannot determine the CLIP architecture: {reason}")]
+    Architecture {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file's tensors do not match the model.
+    #[error("{path}: weights do not match the model:{}", mismatch_report(.missing, .unexpected, .mis_shaped))]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// Tensors the model needs that the file lacks (checkpoint names).
+        missing: Vec<String>,
+        /// Tensors in the file the model has no place for.
+        unexpected: Vec<String>,
+        /// `name: expected [..], found [..]` for tensors of the wrong shape.
+        mis_shaped: Vec<String>,
+    },
+}
+
+fn mismatch_report(missing: &[String], unexpected: &[String], mis_shaped: &[String]) -> String {
+    let mut out = String::new();
+    for (title, items) in [("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)] {
+        if !items.is_empty() {
+            let shown: Vec<&str> = items.iter().take(20).map(String::as_str).collect();
+            let more = if items.len() > 20 { format!(" ... and {} more", items.len() - 20) } else { String::new() };
+            out.push_str(&format!("\n  {title} ({}): {}{more}", items.len(), shown.join(", ")));
+        }
+    }
+    out
+}
+
+/// One tensor of a checkpoint, converted to f32.
+#[derive(Debug, Clone)]
+pub struct CheckpointTensor {
+    /// Shape as stored.
+    pub shape: Vec<usize>,
+    /// Values in row-major order.
+    pub values: Vec<f32>,
+}
+
+/// All float tensors of a checkpoint file, by name, plus any non-float tensors' names.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The file the tensors were read from.
+    pub path: PathBuf,
+    /// Float tensors converted to f32.
+    pub tensors: BTreeMap<String, CheckpointTensor>,
+    /// Non-float tensors: `(name, dtype)`; they are errors unless the key map ignores them.
+    pub other: Vec<(String, String)>,
+}
+
+impl Checkpoint {
+    /// Reads a safetensors file; f16, bf16 and f64 tensors are converted to f32.
+    pub fn read_safetensors(path: &Path) -> Result<Self, WeightsError> {
+        let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.into(), source })?;
+        Self::from_safetensors_bytes(&bytes, path)
+    }
+
+    /// Parses safetensors bytes; `path` is only used in error messages.
+    pub fn from_safetensors_bytes(bytes: &[u8], path: &Path) -> Result<Self, WeightsError> {
+        let file = SafeTensors::deserialize(bytes)
+            .map_err(|e| WeightsError::Format { path: path.into(), reason: e.to_string() })?;
+        let mut tensors = BTreeMap::new();
+        let mut other = Vec::new();
+        for (name, view) in file.tensors() {
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                Dtype::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+                dtype => {
+                    other.push((name, format!("{dtype:?}")));
+                    continue;
+                }
+            };
+            tensors.insert(name, CheckpointTensor { shape: view.shape().to_vec(), values });
+        }
+        Ok(Self { path: path.into(), tensors, other })
+    }
+
+    /// Tensor shapes by name.
+    pub fn shapes(&self) -> BTreeMap<String, Vec<usize>> {
+        self.tensors.iter().map(|(k, t)| (k.clone(), t.shape.clone())).collect()
+    }
+
+    /// Loads every tensor into `module` through `map`, refusing any mismatch.
+    pub fn load_into<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
+        &self,
+        mut module: M,
+        map: &KeyMap,
+    ) -> Result<M, WeightsError> {
+        if let Some((tensor, dtype)) = self.other.iter().find(|(name, _)| !map.is_ignored(name)) {
+            return Err(WeightsError::Dtype { path: self.path.clone(), tensor: tensor.clone(), dtype: dtype.clone() });
+        }
+        // What the model expects, keyed by Burn path.
+        let mut expected: BTreeMap<String, Vec<usize>> =
+            module.collect(None, None, true).into_iter().map(|s| (s.full_path(), s.shape.to_vec())).collect();
+
+        let mut unexpected = Vec::new();
+        let mut mis_shaped = Vec::new();
+        let mut snapshots = Vec::new();
+        for (key, tensor) in &self.tensors {
+            if map.is_ignored(key) {
+                continue;
+            }
+            let (path, transpose) = map.to_burn(key);
+            let Some(want) = expected.remove(&path) else {
+                unexpected.push(key.clone());
+                continue;
+            };
+            let (values, shape) = to_burn_layout(tensor, transpose);
+            // A torch 0-d scalar (`logit_scale`) fills a one-element Burn parameter.
+            let fits = shape == want || (tensor.shape.is_empty() && want == [1]);
+            if !fits {
+                let want_ckpt = if transpose { want.iter().rev().copied().collect() } else { want.clone() };
+                mis_shaped.push(format!("{key}: expected {want_ckpt:?}, found {:?}", tensor.shape));
+                continue;
+            }
+            let data = TensorData::new(values, want);
+            let stack: Vec<String> = path.split('.').map(str::to_string).collect();
+            snapshots.push(TensorSnapshot::from_data(data, stack, vec![], ParamId::new()));
+        }
+        let missing: Vec<String> = expected.keys().map(|p| map.to_checkpoint(p)).collect();
+        if !(missing.is_empty() && unexpected.is_empty() && mis_shaped.is_empty()) {
+            return Err(WeightsError::Mismatch { path: self.path.clone(), missing, unexpected, mis_shaped });
+        }
+        let count = snapshots.len();
+        let result = module.apply(snapshots, None, None, true);
+        if result.applied.len() != count || !result.errors.is_empty() {
+            return Err(WeightsError::Mismatch {
+                path: self.path.clone(),
+                missing: result.missing.into_iter().map(|(p, _)| map.to_checkpoint(&p)).collect(),
+                unexpected: result.unused,
+                mis_shaped: result.errors.iter().map(|e| format!("{e:?}")).collect(),
+            });
+        }
+        Ok(module)
+    }
+}
+
+/// Values and shape in Burn's layout: torch `nn.Linear` weights `[out, in]` become `[in, out]`.
+fn to_burn_layout(tensor: &CheckpointTensor, transpose: bool) -> (Vec<f32>, Vec<usize>) {
+    match (transpose, tensor.shape.as_slice()) {
+        (true, &[rows, cols]) => {
+            let mut out = vec![0.0f32; rows * cols];
+            for r in 0..rows {
+                for c in 0..cols {
+                    out[c * rows + r] = tensor.values[r * cols + c];
+                }
+            }
+            (out, vec![cols, rows])
+        }
+        _ => (tensor.values.clone(), tensor.shape.clone()),
+    }
+}

@@ -1,0 +1,118 @@
+//! Backend selection: which backends this build contains, chosen by name at run time.
+//!
+//! `flex` (pure-Rust CPU) is always compiled; `wgpu` and `cuda` need the Cargo features of the
+//! same names.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The CPU backend, always available.
+pub type Cpu = burn::backend::Flex;
+/// The WGPU backend (Vulkan, Metal, DX12), with kernel fusion.
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu;
+/// The CUDA backend, with kernel fusion; CUDA is loaded at run time.
+#[cfg(feature = "cuda")]
+pub type Cuda = burn::backend::Cuda;
+
+/// A backend name as given on a command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Pure-Rust CPU backend.
+    Flex,
+    /// WGPU (needs `--features wgpu`).
+    Wgpu,
+    /// CUDA (needs `--features cuda`).
+    Cuda,
+}
+
+impl BackendKind {
+    /// Whether this build contains the backend.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            Self::Flex => true,
+            Self::Wgpu => cfg!(feature = "wgpu"),
+            Self::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+
+    /// The backend to use when none is named: the fastest one compiled in.
+    pub fn default_compiled() -> Self {
+        [Self::Cuda, Self::Wgpu].into_iter().find(|b| b.is_compiled()).unwrap_or(Self::Flex)
+    }
+
+    /// An error if the backend is not part of this build, saying which feature to enable.
+    pub fn ensure_compiled(self) -> Result<Self, String> {
+        if self.is_compiled() {
+            Ok(self)
+        } else {
+            Err(format!("the {self} backend is not compiled into this program; rebuild with `--features {self}`"))
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Flex => "flex",
+            Self::Wgpu => "wgpu",
+            Self::Cuda => "cuda",
+        })
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "flex" | "cpu" => Ok(Self::Flex),
+            "wgpu" => Ok(Self::Wgpu),
+            "cuda" => Ok(Self::Cuda),
+            _ => Err(format!("unknown backend `{s}`; expected flex, wgpu or cuda")),
+        }
+    }
+}
+
+/// Runs `$body` with `$B` bound to the backend type named by `$kind` and `$device` to its
+/// default device; evaluates to `Err(String)` if that backend is not compiled in.
+#[macro_export]
+macro_rules! with_backend {
+    ($kind:expr, |$B:ident, $device:ident| $body:expr) => {{
+        match $kind {
+            $crate::backend::BackendKind::Flex => {
+                type $B = $crate::backend::Cpu;
+                let $device = <$B as burn::tensor::backend::Backend>::Device::default();
+                Ok($body)
+            }
+            #[cfg(feature = "wgpu")]
+            $crate::backend::BackendKind::Wgpu => {
+                type $B = $crate::backend::Wgpu;
+                let $device = <$B as burn::tensor::backend::Backend>::Device::default();
+                Ok($body)
+            }
+            #[cfg(feature = "cuda")]
+            $crate::backend::BackendKind::Cuda => {
+                type $B = $crate::backend::Cuda;
+                let $device = <$B as burn::tensor::backend::Backend>::Device::default();
+                Ok($body)
+            }
+            #[allow(unreachable_patterns)]
+            other => other.ensure_compiled().map(|_| unreachable!()),
+        }
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_missing_backends_say_which_feature() {
+        assert_eq!("flex".parse::<BackendKind>().unwrap(), BackendKind::Flex);
+        assert!("tpu".parse::<BackendKind>().unwrap_err().contains("flex, wgpu or cuda"));
+        if !cfg!(feature = "cuda") {
+            let err = BackendKind::Cuda.ensure_compiled().unwrap_err();
+            assert!(err.contains("--features cuda"), "{err}");
+        }
+    }
+}

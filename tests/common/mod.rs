@@ -1,0 +1,94 @@
+//! Helpers shared by the parity tests: reading reference tensors and comparing rows.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+
+/// A reference tensor: shape and values (f32, or ids widened to i64).
+pub struct RefTensor {
+    pub shape: Vec<usize>,
+    pub floats: Vec<f32>,
+    pub ints: Vec<i64>,
+}
+
+/// Reads every tensor of a safetensors file (f32 and i64/i32 supported).
+pub fn read_tensors(path: &Path) -> BTreeMap<String, RefTensor> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = view.data();
+            let (floats, ints) = match view.dtype() {
+                Dtype::F32 => {
+                    (data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(), vec![])
+                }
+                Dtype::I64 => {
+                    (vec![], data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect())
+                }
+                Dtype::I32 => {
+                    (vec![], data.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect())
+                }
+                other => panic!("{}: tensor {name} has unsupported dtype {other:?}", path.display()),
+            };
+            (name, RefTensor { shape: view.shape().to_vec(), floats, ints })
+        })
+        .collect()
+}
+
+/// The committed case locations plus those named by a colon-separated environment variable.
+/// A location named by the variable that does not exist is an error, not a skip.
+pub fn case_locations(committed: Vec<PathBuf>, variable: &str) -> Vec<PathBuf> {
+    let mut all = committed;
+    if let Ok(extra) = std::env::var(variable) {
+        for location in extra.split(':').filter(|s| !s.is_empty()) {
+            let path = PathBuf::from(location);
+            assert!(path.exists(), "{variable} names {location}, which does not exist");
+            all.push(path);
+        }
+    }
+    all
+}
+
+/// Row-wise comparison as FIXTURES.md section 1 defines it.
+#[derive(Debug, Clone, Copy)]
+pub struct RowStats {
+    pub worst_cosine: f64,
+    pub worst_error: f64,
+    /// Allowed error: 1e-3 * max(1, max |ref|) of the worst row.
+    pub worst_ratio: f64,
+}
+
+impl RowStats {
+    pub fn passes(&self) -> bool {
+        self.worst_cosine >= 0.99999 && self.worst_ratio <= 1.0
+    }
+}
+
+/// Compares `actual` with `expected`, both split into `rows` equal rows.
+pub fn compare_rows(actual: &[f32], expected: &[f32], rows: usize) -> RowStats {
+    assert_eq!(actual.len(), expected.len(), "element count differs");
+    let per_row = expected.len() / rows.max(1);
+    let mut stats = RowStats { worst_cosine: 1.0, worst_error: 0.0, worst_ratio: 0.0 };
+    for r in 0..rows {
+        let a = &actual[r * per_row..(r + 1) * per_row];
+        let e = &expected[r * per_row..(r + 1) * per_row];
+        let (mut dot, mut na, mut ne, mut max_err, mut max_ref) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        for (&x, &y) in a.iter().zip(e) {
+            let (x, y) = (x as f64, y as f64);
+            dot += x * y;
+            na += x * x;
+            ne += y * y;
+            max_err = max_err.max((x - y).abs());
+            max_ref = max_ref.max(y.abs());
+        }
+        let cosine = if na == 0.0 && ne == 0.0 { 1.0 } else { dot / (na.sqrt() * ne.sqrt()).max(f64::MIN_POSITIVE) };
+        let allowed = 1e-3 * max_ref.max(1.0);
+        stats.worst_cosine = stats.worst_cosine.min(if cosine.is_nan() { -1.0 } else { cosine });
+        stats.worst_error = stats.worst_error.max(if max_err.is_nan() { f64::INFINITY } else { max_err });
+        stats.worst_ratio = stats.worst_ratio.max(if max_err.is_nan() { f64::INFINITY } else { max_err / allowed });
+    }
+    stats
+}
