@@ -9,6 +9,8 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod embed;
+pub mod io;
 
 pub use clip_burn as clip;
 pub use handid;

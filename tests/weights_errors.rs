@@ -1,0 +1,152 @@
+//! Weights that do not fit the model are refused with the offending tensors named.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::backend::Flex;
+use clip_handid::clip::weights::WeightsError;
+use clip_handid::clip::{Clip, ClipConfig, ClipError};
+use safetensors::{Dtype, tensor::TensorView};
+
+type B = Flex;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip").join(name)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("clip-handid-weights-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Rewrites the tiny ViT's weights through `edit` (name -> (dtype, shape, bytes)).
+fn edited_weights(name: &str, edit: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>)) -> PathBuf {
+    let bytes = std::fs::read(fixture("vit_tiny").join("weights.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
+        .collect();
+    edit(&mut tensors);
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    let path = scratch(name);
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    path
+}
+
+fn load(path: &Path) -> Result<Clip<B>, ClipError> {
+    let config = ClipConfig::from_json_file(&fixture("vit_tiny").join("config.json")).unwrap();
+    Clip::<B>::from_safetensors_with_config(path, &config, &Default::default())
+}
+
+#[test]
+fn missing_unexpected_and_mis_shaped_tensors_are_listed() {
+    let path = edited_weights("mismatch.safetensors", |t| {
+        t.remove("visual.ln_post.weight");
+        let (d, _, b) = t["visual.proj"].clone();
+        t.insert("visual.extra_tensor".into(), (d, vec![b.len() / 4], b));
+        let (d, s, b) = t.remove("visual.class_embedding").unwrap();
+        t.insert("visual.class_embedding".into(), (d, vec![s[0] / 2, 2], b));
+    });
+    let err = load(&path).unwrap_err();
+    let ClipError::Weights(WeightsError::Mismatch { missing, unexpected, mis_shaped, .. }) = &err else {
+        panic!("expected a mismatch, got {err}");
+    };
+    assert_eq!(missing, &["visual.ln_post.weight"]);
+    assert_eq!(unexpected, &["visual.extra_tensor"]);
+    assert_eq!(mis_shaped.len(), 1, "{mis_shaped:?}");
+    assert!(mis_shaped[0].starts_with("visual.class_embedding: expected [64], found [32, 2]"), "{}", mis_shaped[0]);
+    let message = err.to_string();
+    assert!(message.contains("mismatch.safetensors") && message.contains("missing (1)"), "{message}");
+}
+
+#[test]
+fn a_transposed_linear_weight_is_reported_in_checkpoint_layout() {
+    let path = edited_weights("transposed.safetensors", |t| {
+        let key = "visual.transformer.resblocks.0.mlp.c_fc.weight";
+        let (d, s, b) = t.remove(key).unwrap();
+        t.insert(key.into(), (d, vec![s[1], s[0]], b));
+    });
+    let message = load(&path).unwrap_err().to_string();
+    assert!(
+        message.contains("visual.transformer.resblocks.0.mlp.c_fc.weight: expected [256, 64], found [64, 256]"),
+        "{message}"
+    );
+}
+
+#[test]
+fn integer_tensors_and_half_precision() {
+    let path = edited_weights("int.safetensors", |t| {
+        let (_, s, b) = t.remove("visual.proj").unwrap();
+        t.insert("visual.proj".into(), (Dtype::I32, s, b));
+    });
+    let message = load(&path).unwrap_err().to_string();
+    assert!(message.contains("`visual.proj` has dtype I32"), "{message}");
+
+    // An f16 checkpoint loads (converted to f32).
+    let path = edited_weights("half.safetensors", |t| {
+        for (dtype, _, bytes) in t.values_mut() {
+            if *dtype == Dtype::F32 {
+                *bytes = bytes
+                    .chunks_exact(4)
+                    .flat_map(|c| half::f16::from_f32(f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes())
+                    .collect();
+                *dtype = Dtype::F16;
+            }
+        }
+    });
+    load(&path).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn files_that_are_not_safetensors() {
+    let missing = load(Path::new("/nonexistent/w.safetensors")).unwrap_err().to_string();
+    assert!(missing.contains("/nonexistent/w.safetensors") && missing.contains("cannot read"), "{missing}");
+
+    let garbage = scratch("garbage.safetensors");
+    std::fs::write(&garbage, b"this is not a safetensors file at all").unwrap();
+    let message = load(&garbage).unwrap_err().to_string();
+    assert!(message.contains("garbage.safetensors: not a valid safetensors file"), "{message}");
+
+    let bytes = std::fs::read(fixture("vit_tiny").join("weights.safetensors")).unwrap();
+    let truncated = scratch("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let message = load(&truncated).unwrap_err().to_string();
+    assert!(message.contains("truncated.safetensors: not a valid safetensors file"), "{message}");
+}
+
+#[test]
+fn architecture_is_inferred_from_shapes_or_refused() {
+    // The tiny fixtures do not follow OpenAI's heads = width / 64 rule, but every shape-derived
+    // field must be inferred exactly.
+    for name in ["vit_tiny", "resnet_tiny"] {
+        let dir = fixture(name);
+        let given = ClipConfig::from_json_file(&dir.join("config.json")).unwrap();
+        let checkpoint = clip_handid::clip::weights::Checkpoint::read_safetensors(&dir.join("weights.safetensors")).unwrap();
+        let inferred = ClipConfig::infer(&checkpoint.shapes()).unwrap();
+        assert_eq!(inferred.embed_dim, given.embed_dim, "{name}");
+        assert_eq!(inferred.vision.image_size(), given.vision.image_size(), "{name}");
+        assert_eq!(inferred.vision.feature_width(), given.vision.feature_width(), "{name}");
+        assert_eq!(
+            (inferred.text.context_length, inferred.text.vocab_size, inferred.text.width, inferred.text.layers),
+            (given.text.context_length, given.text.vocab_size, given.text.width, given.text.layers)
+        );
+        match (&inferred.vision, &given.vision) {
+            (clip_handid::clip::VisionConfig::Vit(a), clip_handid::clip::VisionConfig::Vit(b)) => {
+                assert_eq!((a.layers, a.width, a.patch_size), (b.layers, b.width, b.patch_size))
+            }
+            (clip_handid::clip::VisionConfig::ResNet(a), clip_handid::clip::VisionConfig::ResNet(b)) => {
+                assert_eq!((a.layers, a.width), (b.layers, b.width))
+            }
+            _ => panic!("{name}: wrong vision kind inferred"),
+        }
+    }
+    let path = edited_weights("novisual.safetensors", |t| t.retain(|k, _| !k.starts_with("visual.")));
+    let err = Clip::<B>::from_safetensors(&path, &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("novisual.safetensors: cannot determine the CLIP architecture"), "{err}");
+}
