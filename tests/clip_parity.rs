@@ -21,7 +21,7 @@ fn fixture_dirs() -> Vec<PathBuf> {
     case_locations(committed, "CLIP_PARITY_DIRS")
 }
 
-fn pixels(t: &RefTensor, device: &<B as Backend>::Device) -> Tensor<B, 4> {
+fn pixels(t: &RefTensor, device: &burn::tensor::Device<B>) -> Tensor<B, 4> {
     let s = &t.shape;
     Tensor::from_data(TensorData::new(t.floats.clone(), [s[0], s[1], s[2], s[3]]), device)
 }

@@ -15,8 +15,7 @@ struct Case {
 
 /// The committed case file plus the files named by `CLIP_TOKENIZER_CASES`.
 fn case_files() -> Vec<PathBuf> {
-    let mut files =
-        vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/cases.json")];
+    let mut files = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/cases.json")];
     if let Ok(extra) = std::env::var("CLIP_TOKENIZER_CASES") {
         files.extend(extra.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
     }
@@ -25,10 +24,9 @@ fn case_files() -> Vec<PathBuf> {
 
 /// Reads a case file; any problem is a test failure naming the file.
 fn read_cases(path: &Path) -> Vec<Case> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read tokenizer cases {}: {e}", path.display()));
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("tokenizer cases {} are not valid: {e}", path.display()))
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read tokenizer cases {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("tokenizer cases {} are not valid: {e}", path.display()))
 }
 
 #[test]
@@ -50,11 +48,7 @@ fn tokenizer_matches_open_clip() {
             let actual: Vec<i64> = match tokenizer.tokenize(&case.text, CONTEXT_LENGTH) {
                 Ok(ids) => ids.into_iter().map(i64::from).collect(),
                 Err(e) => {
-                    failures.push(format!(
-                        "{} case {index}: text {:?}: error {e}",
-                        file.display(),
-                        case.text
-                    ));
+                    failures.push(format!("{} case {index}: text {:?}: error {e}", file.display(), case.text));
                     continue;
                 }
             };

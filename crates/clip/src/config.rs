@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn fixture_json_format_parses() {
-        let json = r#"{"embed_dim": 512,
+        let json = r#"{"embed_dim": 1024,
           "vision": {"kind": "resnet", "layers": [3,4,6,3], "width": 64, "heads": 32, "image_size": 224},
           "text": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}}"#;
         let config: ClipConfig = serde_json::from_str(json).unwrap();

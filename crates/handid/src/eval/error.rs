@@ -1,0 +1,104 @@
+//! The error type of the evaluation module.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while evaluating, reporting or drawing.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The similarity values do not fill an `n_query x n_gallery` matrix.
+    #[error("similarity matrix has {len} values, expected {n_query} x {n_gallery}")]
+    SimilarityShape {
+        /// Number of values given.
+        len: usize,
+        /// Number of query rows declared.
+        n_query: usize,
+        /// Number of gallery columns declared.
+        n_gallery: usize,
+    },
+    /// A similarity row has a different length from the first row.
+    #[error("similarity row {row} has {len} values, row 0 has {expected}")]
+    RaggedRows {
+        /// The 0-based row.
+        row: usize,
+        /// Its length.
+        len: usize,
+        /// The length of row 0.
+        expected: usize,
+    },
+    /// Feature matrices whose sizes do not fit the declared dimension.
+    #[error("feature matrix {which} has {len} values, not a multiple of the dimension {dim}")]
+    FeatureShape {
+        /// `"query"` or `"gallery"`.
+        which: &'static str,
+        /// Number of values given.
+        len: usize,
+        /// The declared feature dimension.
+        dim: usize,
+    },
+    /// A similarity value is NaN (it cannot be ranked).
+    #[error("similarity[{query}][{gallery}] is NaN")]
+    NotANumber {
+        /// The 0-based query row.
+        query: usize,
+        /// The 0-based gallery column.
+        gallery: usize,
+    },
+    /// A list of labels or paths has a different length from the matrix side it describes.
+    #[error("{what}: {got} entries for {expected} {side} items")]
+    LabelCount {
+        /// What the list is (`"query_ids"`, `"gallery_paths"`, ...).
+        what: &'static str,
+        /// `"query"` or `"gallery"`.
+        side: &'static str,
+        /// Number of rows or columns of the matrix.
+        expected: usize,
+        /// Number of entries given.
+        got: usize,
+    },
+    /// Metrics were asked of a matrix without queries or without gallery items.
+    #[error("cannot evaluate an empty matrix ({n_query} queries x {n_gallery} gallery items)")]
+    Empty {
+        /// Number of queries.
+        n_query: usize,
+        /// Number of gallery items.
+        n_gallery: usize,
+    },
+    /// [`summarize`](super::summarize) was given no runs, or runs that cannot be averaged.
+    #[error("cannot summarise runs: {0}")]
+    Runs(String),
+    /// Verification needs both genuine and impostor comparisons, with finite scores.
+    #[error("cannot compute verification figures: {0}")]
+    Scores(String),
+    /// An option is out of its valid range.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    /// An output file could not be written (or its directory created).
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An output could not be encoded (JSON, CSV or PNG).
+    #[error("cannot encode {}: {reason}", path.display())]
+    Encode {
+        /// The file it was meant for.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An input image is missing, unreadable or undecodable.
+    #[error("cannot read image {}: {source}", path.display())]
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: image::ImageError,
+    },
+}
+
+/// Shorthand for results of this module.
+pub type Result<T, E = EvalError> = std::result::Result<T, E>;
