@@ -81,19 +81,19 @@ macro_rules! with_backend {
         match $kind {
             $crate::backend::BackendKind::Flex => {
                 type $B = $crate::backend::Cpu;
-                let $device = <$B as burn::tensor::backend::Backend>::Device::default();
+                let $device = burn::tensor::Device::<$B>::default();
                 Ok($body)
             }
             #[cfg(feature = "wgpu")]
             $crate::backend::BackendKind::Wgpu => {
                 type $B = $crate::backend::Wgpu;
-                let $device = <$B as burn::tensor::backend::Backend>::Device::default();
+                let $device = burn::tensor::Device::<$B>::default();
                 Ok($body)
             }
             #[cfg(feature = "cuda")]
             $crate::backend::BackendKind::Cuda => {
                 type $B = $crate::backend::Cuda;
-                let $device = <$B as burn::tensor::backend::Backend>::Device::default();
+                let $device = burn::tensor::Device::<$B>::default();
                 Ok($body)
             }
             #[allow(unreachable_patterns)]
