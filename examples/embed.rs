@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clip_handid::backend::BackendKind;
-use clip_handid::clip::Clip;
+use clip_handid::clip::{Clip, ClipConfig};
 use clip_handid::clip::preprocess::Transform;
 use clip_handid::embed::{embed_images, save_embeddings};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -23,6 +23,10 @@ struct Args {
     /// OpenAI-format CLIP weights (.safetensors); see `fetch_weights` / `convert_weights`.
     #[arg(long)]
     weights: PathBuf,
+    /// Architecture as `config.json` (FIXTURES.md format), for checkpoints whose head counts do
+    /// not follow OpenAI's rule; by default it is inferred from the tensor shapes.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Output safetensors file.
     #[arg(long)]
     out: PathBuf,
@@ -43,15 +47,22 @@ fn run(args: Args) -> Result<(), String> {
         return Err("--batch-size must be at least 1".into());
     }
     clip_handid::with_backend!(backend, |B, device| {
-        let (model, config) = Clip::<B>::from_safetensors(&args.weights, &device).map_err(|e| e.to_string())?;
+        let (model, config) = match &args.config {
+            Some(path) => {
+                let config = ClipConfig::from_json_file(path).map_err(|e| e.to_string())?;
+                (Clip::<B>::from_safetensors_with_config(&args.weights, &config, &device).map_err(|e| e.to_string())?, config)
+            }
+            None => Clip::<B>::from_safetensors(&args.weights, &device).map_err(|e| e.to_string())?,
+        };
         let transform = Transform::Clip { size: config.vision.image_size() as u32 };
         let bar = ProgressBar::new(args.images.len() as u64).with_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} images {elapsed_precise} eta {eta}")
                 .expect("valid template"),
         );
-        let (embeddings, dim) =
-            embed_images(&model, &args.images, &transform, args.batch_size, &device, |done| bar.set_position(done as u64))
-                .map_err(|e| e.to_string())?;
+        let (embeddings, dim) = embed_images(&model, &args.images, &transform, args.batch_size, &device, |done| {
+            bar.set_position(done as u64)
+        })
+        .map_err(|e| e.to_string())?;
         bar.finish();
         let extra = HashMap::from([
             ("weights".to_string(), args.weights.display().to_string()),

@@ -24,16 +24,11 @@ fn scratch(name: &str) -> PathBuf {
 fn edited_weights(name: &str, edit: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>)) -> PathBuf {
     let bytes = std::fs::read(fixture("vit_tiny").join("weights.safetensors")).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = file
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
-        .collect();
+    let mut tensors: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> =
+        file.tensors().into_iter().map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec()))).collect();
     edit(&mut tensors);
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
+    let views: Vec<(String, TensorView)> =
+        tensors.iter().map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
     let path = scratch(name);
     std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
     path
@@ -127,7 +122,8 @@ fn architecture_is_inferred_from_shapes_or_refused() {
     for name in ["vit_tiny", "resnet_tiny"] {
         let dir = fixture(name);
         let given = ClipConfig::from_json_file(&dir.join("config.json")).unwrap();
-        let checkpoint = clip_handid::clip::weights::Checkpoint::read_safetensors(&dir.join("weights.safetensors")).unwrap();
+        let checkpoint =
+            clip_handid::clip::weights::Checkpoint::read_safetensors(&dir.join("weights.safetensors")).unwrap();
         let inferred = ClipConfig::infer(&checkpoint.shapes()).unwrap();
         assert_eq!(inferred.embed_dim, given.embed_dim, "{name}");
         assert_eq!(inferred.vision.image_size(), given.vision.image_size(), "{name}");
