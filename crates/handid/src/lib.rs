@@ -3,8 +3,12 @@
 //! - [`data`]: the 11k Hands and PolyU HD datasets, folder-per-identity datasets, seeded
 //!   split protocols and split manifests;
 //! - [`eval`]: retrieval metrics (CMC, both mAP variants, mINP), verification figures and
-//!   ranked candidate lists.
+//!   ranked candidate lists;
+//! - [`model`]: the CLIP-HandID model (inversion network, BN necks, classifiers, prompt);
+//! - [`loss`]: label-smoothed cross-entropy and supervised contrastive losses.
 #![deny(missing_docs)]
 
 pub mod data;
 pub mod eval;
+pub mod loss;
+pub mod model;
