@@ -18,6 +18,7 @@
 pub mod attention;
 pub mod config;
 mod error;
+mod init;
 mod model;
 pub mod preprocess;
 pub mod text;

@@ -5,11 +5,12 @@
 //! a placeholder token (CLIP-HandID's "A photo of a S* hand").
 
 use burn::module::Param;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 
 use crate::attention::{Transformer, TransformerConfig};
 use crate::config::TextConfig;
+use crate::init::normal;
 use crate::trace::Trace;
 
 /// CLIP's text encoder.
@@ -31,12 +32,15 @@ impl<B: Backend> TextTransformer<B> {
     /// Builds an encoder with default initialisation.
     pub fn new(config: &TextConfig, embed_dim: usize, device: &B::Device) -> Self {
         let w = config.width;
+        // open_clip's initialisation (`transformer.py::TextTransformer.init_parameters`).
         Self {
-            token_embedding: EmbeddingConfig::new(config.vocab_size, w).init(device),
-            positional_embedding: Param::from_tensor(Tensor::zeros([config.context_length, w], device)),
+            token_embedding: EmbeddingConfig::new(config.vocab_size, w)
+                .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
+                .init(device),
+            positional_embedding: normal([config.context_length, w], 0.01, device),
             transformer: TransformerConfig::new(w, config.layers, config.heads).init(device),
             ln_final: LayerNormConfig::new(w).init(device),
-            text_projection: Param::from_tensor(Tensor::zeros([w, embed_dim], device)),
+            text_projection: normal([w, embed_dim], (w as f64).powf(-0.5), device),
         }
     }
 

@@ -5,10 +5,12 @@
 //! - [`eval`]: retrieval metrics (CMC, both mAP variants, mINP), verification figures and
 //!   ranked candidate lists;
 //! - [`model`]: the CLIP-HandID model (inversion network, BN necks, classifiers, prompt);
-//! - [`loss`]: label-smoothed cross-entropy and supervised contrastive losses.
+//! - [`loss`]: label-smoothed cross-entropy and supervised contrastive losses;
+//! - [`train`]: the training loop, schedule, checkpoints and resume.
 #![deny(missing_docs)]
 
 pub mod data;
 pub mod eval;
 pub mod loss;
 pub mod model;
+pub mod train;

@@ -13,6 +13,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use super::{VisionOutput, resize_position_embedding};
 use crate::config::ResNetConfig;
 use crate::error::ClipError;
+use crate::init::normal;
 use crate::trace::Trace;
 
 fn conv<B: Backend>(channels: [usize; 2], kernel: usize, stride: usize, device: &B::Device) -> Conv2d<B> {
@@ -196,7 +197,7 @@ impl<B: Backend> ModifiedResNet<B> {
             layer3: stage(&mut inplanes, w * 4, config.layers[2], 2, device),
             layer4: stage(&mut inplanes, w * 8, config.layers[3], 2, device),
             attnpool: AttentionPool2d {
-                positional_embedding: Param::from_tensor(Tensor::zeros([grid * grid + 1, channels], device)),
+                positional_embedding: normal([grid * grid + 1, channels], (channels as f64).powf(-0.5), device),
                 q_proj: linear(channels),
                 k_proj: linear(channels),
                 v_proj: linear(channels),

@@ -10,6 +10,7 @@ use super::{VisionOutput, resize_position_embedding};
 use crate::attention::{Transformer, TransformerConfig};
 use crate::config::VitConfig;
 use crate::error::ClipError;
+use crate::init::normal;
 use crate::trace::Trace;
 
 /// ViT image encoder.
@@ -57,14 +58,15 @@ impl<B: Backend> VisionTransformer<B> {
     pub fn new(config: &VitConfig, embed_dim: usize, device: &B::Device) -> Self {
         let (w, p) = (config.width, config.patch_size);
         let grid = config.image_size / p;
+        let std = (w as f64).powf(-0.5); // open_clip `transformer.py::VisionTransformer`
         Self {
             conv1: Conv2dConfig::new([3, w], [p, p]).with_stride([p, p]).with_bias(false).init(device),
-            class_embedding: Param::from_tensor(Tensor::zeros([w], device)),
-            positional_embedding: Param::from_tensor(Tensor::zeros([1 + grid * grid, w], device)),
+            class_embedding: normal([w], std, device),
+            positional_embedding: normal([1 + grid * grid, w], std, device),
             ln_pre: LayerNormConfig::new(w).init(device),
             transformer: TransformerConfig::new(w, config.layers, config.heads).init(device),
             ln_post: LayerNormConfig::new(w).init(device),
-            proj: Param::from_tensor(Tensor::zeros([w, embed_dim], device)),
+            proj: normal([w, embed_dim], std, device),
             grid_height: grid,
             grid_width: grid,
         }

@@ -193,6 +193,12 @@ impl<B: Backend> HandIdModel<B> {
         Tensor::cat(vec![bn_features, bn_projected], 1) // [batch, feature + embed]
     }
 
+    /// Logits of the projected-feature classifier (used for validation accuracy).
+    pub fn classify(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
+        let projected = self.image_encoder.forward(pixels).embedding;
+        self.classifier_projected.forward(self.neck_projected.forward(projected)) // [batch, classes]
+    }
+
     /// Text features of the prompt with each image's pseudo-token, from projected image
     /// features `[batch, embed]` -> `[batch, embed]`.
     pub fn text_features(&self, projected: Tensor<B, 2>) -> Tensor<B, 2> {

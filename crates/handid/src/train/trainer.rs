@@ -1,0 +1,378 @@
+//! The training loop, its checkpoints and its metrics.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use clip_burn::preprocess::{PixelArray, Transform};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::TrainError;
+use super::batch::{LabeledImages, epoch_batches, stack, training_batch};
+use super::config::{Scenario, TrainConfig};
+use crate::loss::{label_smoothing_cross_entropy, supervised_contrastive};
+use crate::model::HandIdModel;
+
+/// Where a run writes and how it reports.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Run directory: `config.json`, `metrics.csv`, `metrics.json`, `checkpoints/`, `best/`.
+    pub output_dir: PathBuf,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Stop after this many completed epochs, as if the process had been killed (tests).
+    pub stop_after_epochs: Option<usize>,
+}
+
+/// What one epoch measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Image-encoder learning rate.
+    pub lr_image: f64,
+    /// New-layer learning rate.
+    pub lr_new: f64,
+    /// Mean total loss.
+    pub loss: f64,
+    /// Mean of the summed ID losses.
+    pub id_loss: f64,
+    /// Mean of the summed contrastive losses (0 for fine-tune-only).
+    pub contrastive_loss: f64,
+    /// Training accuracy of the projected-feature classifier.
+    pub train_accuracy: f64,
+    /// Validation accuracy of the projected-feature classifier, if there is a validation set.
+    pub val_accuracy: Option<f64>,
+    /// Wall time of the epoch.
+    pub seconds: f64,
+}
+
+/// The run's state saved with every checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunState {
+    epochs_done: usize,
+    best_epoch: Option<usize>,
+    best_val_accuracy: Option<f64>,
+    history: Vec<EpochMetrics>,
+}
+
+/// The result of [`train`].
+#[derive(Debug)]
+pub struct TrainOutcome<B: AutodiffBackend> {
+    /// The selected model: best validation accuracy, or the last epoch without validation data.
+    pub model: HandIdModel<B>,
+    /// Metrics of every epoch, including those of an earlier, interrupted run.
+    pub history: Vec<EpochMetrics>,
+    /// Epoch of the selected model.
+    pub selected_epoch: usize,
+    /// Epochs already done when this call started (a resumed run).
+    pub resumed_epochs: usize,
+    /// Whether the run stopped early because of `stop_after_epochs`.
+    pub interrupted: bool,
+}
+
+type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Io { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| io_err(path, e))?;
+    crate::eval::write_atomic(path, &bytes).map_err(|e| io_err(path, e))
+}
+
+/// Trains `model` on `train_data`, selecting by accuracy on `val_data`, resuming from the last
+/// complete checkpoint in `options.output_dir` if there is one.
+pub fn train<B: AutodiffBackend>(
+    mut model: HandIdModel<B>,
+    train_data: &LabeledImages,
+    val_data: &LabeledImages,
+    config: &TrainConfig,
+    options: &TrainOptions,
+    device: &B::Device,
+) -> Result<TrainOutcome<B>, TrainError> {
+    config.validate().map_err(TrainError::Config)?;
+    if train_data.len() < config.batch_size {
+        return Err(TrainError::Config(format!(
+            "{} training images are fewer than one batch of {}",
+            train_data.len(),
+            config.batch_size
+        )));
+    }
+    let run = RunDir::prepare(&options.output_dir, config)?;
+    let recorder = Rec::new();
+    let mut optim = AdamConfig::new()
+        .with_beta_1(config.beta_1)
+        .with_beta_2(config.beta_2)
+        .with_epsilon(config.epsilon)
+        .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)))
+        .init::<B, HandIdModel<B>>();
+
+    let mut state = RunState { epochs_done: 0, best_epoch: None, best_val_accuracy: None, history: Vec::new() };
+    if let Some(dir) = run.latest_checkpoint()? {
+        model = model.load_file(dir.join("model"), &recorder, device).map_err(|e| io_err(&dir, e))?;
+        let record = recorder.load(dir.join("optim"), device).map_err(|e| io_err(&dir, e))?;
+        optim = optim.load_record(record);
+        let text = std::fs::read_to_string(dir.join("state.json")).map_err(|e| io_err(&dir, e))?;
+        state = serde_json::from_str(&text).map_err(|e| io_err(&dir.join("state.json"), e))?;
+    }
+    let resumed_epochs = state.epochs_done;
+    let use_text = config.scenario == Scenario::ClipHandId;
+    let eval_transform = Transform::Reid { height: config.augment.crop[0], width: config.augment.crop[1] };
+    let val_pixels: Vec<PixelArray> =
+        val_data.images.par_iter().map(|r| r.load().map(|img| eval_transform.apply(&img))).collect::<Result<_, _>>()?;
+
+    let mut interrupted = false;
+    for epoch in state.epochs_done..config.epochs {
+        if options.stop_after_epochs.is_some_and(|n| epoch >= n) {
+            interrupted = true;
+            break;
+        }
+        let started = Instant::now();
+        // Dropout draws depend only on (seed, epoch), so a resumed run repeats them.
+        B::seed(device, config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        let lr_image = config.schedule.lr(epoch);
+        let lr_new = lr_image * config.new_layer_lr_factor;
+        let batches = epoch_batches(train_data.len(), config.batch_size, config.seed, epoch);
+        let bar = progress_bar(options.progress, batches.len(), epoch, config.epochs);
+        let (mut loss_sum, mut id_sum, mut con_sum, mut correct, mut seen) = (0.0, 0.0, 0.0, 0usize, 0usize);
+        for (step, indices) in batches.iter().enumerate() {
+            let (pixels, labels) =
+                training_batch::<B>(train_data, indices, &config.augment, config.seed, epoch, device)?;
+            let out = model.forward(pixels);
+            let eps = config.label_smoothing;
+            let id_loss = label_smoothing_cross_entropy(out.logits_features, labels.clone(), eps)
+                + label_smoothing_cross_entropy(out.logits_projected.clone(), labels.clone(), eps);
+            let contrastive = match (&out.text, use_text) {
+                (Some(text), true) => Some(
+                    supervised_contrastive(out.projected.clone(), text.clone(), labels.clone(), labels.clone())
+                        + supervised_contrastive(text.clone(), out.projected.clone(), labels.clone(), labels.clone()),
+                ),
+                _ => None,
+            };
+            let loss = match &contrastive {
+                Some(c) => id_loss.clone() + c.clone(),
+                None => id_loss.clone(),
+            };
+            let loss_value: f32 = loss.clone().into_scalar().elem();
+            if !loss_value.is_finite() {
+                return Err(TrainError::NonFinite { epoch, step, loss: loss_value });
+            }
+            let predicted = out.logits_projected.argmax(1).reshape([-1]);
+            let labels_cast = labels.cast(predicted.dtype());
+            correct += predicted.equal(labels_cast).int().sum().into_scalar().elem::<i64>() as usize;
+            seen += indices.len();
+
+            let mut grads = loss.backward();
+            let image_grads = GradientsParams::from_module(&mut grads, &model.image_encoder);
+            let new_grads = GradientsParams::from_grads(grads, &model);
+            model = optim.step(lr_image, model, image_grads);
+            model = optim.step(lr_new, model, new_grads);
+
+            loss_sum += loss_value as f64;
+            id_sum += id_loss.into_scalar().elem::<f64>();
+            con_sum += contrastive.map_or(0.0, |c| c.into_scalar().elem::<f64>());
+            bar.set_message(format!(
+                "loss {:.4} acc {:.3} lr {:.2e}",
+                loss_sum / (step + 1) as f64,
+                correct as f64 / seen as f64,
+                lr_image
+            ));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let steps = batches.len().max(1) as f64;
+        let val_accuracy = (!val_pixels.is_empty()).then(|| validation_accuracy(&model.valid(), &val_pixels, val_data));
+        let metrics = EpochMetrics {
+            epoch,
+            lr_image,
+            lr_new,
+            loss: loss_sum / steps,
+            id_loss: id_sum / steps,
+            contrastive_loss: con_sum / steps,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            val_accuracy,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        if options.progress {
+            eprintln!(
+                "epoch {:>3}/{}: loss {:.4} (id {:.4}, contrastive {:.4}) train acc {:.3}{} lr {:.2e} ({:.1} s)",
+                epoch + 1,
+                config.epochs,
+                metrics.loss,
+                metrics.id_loss,
+                metrics.contrastive_loss,
+                metrics.train_accuracy,
+                val_accuracy.map_or(String::new(), |a| format!(" val acc {a:.3}")),
+                lr_image,
+                metrics.seconds
+            );
+        }
+        let improved = match (val_accuracy, state.best_val_accuracy) {
+            (Some(v), Some(best)) => v > best,
+            (Some(_), None) => true,
+            (None, _) => true,
+        };
+        state.history.push(metrics);
+        state.epochs_done = epoch + 1;
+        if improved {
+            state.best_epoch = Some(epoch);
+            state.best_val_accuracy = val_accuracy;
+            run.save_best(&model, &recorder)?;
+        }
+        run.save_checkpoint(epoch, &model, optim.to_record(), &state, &recorder)?;
+        run.write_metrics(&state.history)?;
+    }
+
+    let selected_epoch = state.best_epoch.unwrap_or(state.epochs_done.saturating_sub(1));
+    if !interrupted && state.best_epoch.is_some() {
+        model =
+            model.load_file(run.best_dir().join("model"), &recorder, device).map_err(|e| io_err(&run.best_dir(), e))?;
+    }
+    Ok(TrainOutcome { model, history: state.history, selected_epoch, resumed_epochs, interrupted })
+}
+
+fn progress_bar(enabled: bool, steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps as u64);
+    let template = format!("epoch {}/{epochs} {{bar:30}} {{pos}}/{{len}} {{msg}} eta {{eta}}", epoch + 1);
+    bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar
+}
+
+fn validation_accuracy<B: Backend>(model: &HandIdModel<B>, pixels: &[PixelArray], data: &LabeledImages) -> f64 {
+    let device = model.neck_projected.weight.device();
+    let mut correct = 0usize;
+    for (chunk, labels) in pixels.chunks(32).zip(data.labels.chunks(32)) {
+        let logits = model.classify(stack::<B>(chunk, &device));
+        let predicted: Vec<i64> = logits.argmax(1).into_data().convert::<i64>().to_vec().unwrap_or_default();
+        correct += predicted.iter().zip(labels).filter(|(p, l)| **p as usize == **l).count();
+    }
+    correct as f64 / pixels.len().max(1) as f64
+}
+
+/// The files of one run directory.
+struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// Creates the directory (checking it is writable before any long work) and writes or
+    /// checks `config.json`.
+    fn prepare(root: &Path, config: &TrainConfig) -> Result<Self, TrainError> {
+        std::fs::create_dir_all(root.join("checkpoints")).map_err(|e| io_err(root, e))?;
+        let probe = root.join(".write-test");
+        std::fs::write(&probe, b"ok").map_err(|e| io_err(root, format!("output directory is not writable: {e}")))?;
+        let _ = std::fs::remove_file(probe);
+        let config_path = root.join("config.json");
+        if config_path.exists() {
+            let text = std::fs::read_to_string(&config_path).map_err(|e| io_err(&config_path, e))?;
+            let saved: TrainConfig = serde_json::from_str(&text).map_err(|e| io_err(&config_path, e))?;
+            if &saved != config {
+                return Err(TrainError::ConfigMismatch { path: config_path });
+            }
+        } else {
+            write_json(&config_path, config)?;
+        }
+        Ok(Self { root: root.to_path_buf() })
+    }
+
+    fn best_dir(&self) -> PathBuf {
+        self.root.join("best")
+    }
+
+    /// The complete checkpoint with the highest epoch; half-written ones (`.tmp-*`) are ignored.
+    fn latest_checkpoint(&self) -> Result<Option<PathBuf>, TrainError> {
+        let dir = self.root.join("checkpoints");
+        let entries = std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))?;
+        let latest = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                e.file_name().to_str().and_then(|n| n.strip_prefix("epoch-")).and_then(|n| n.parse::<usize>().ok())
+            })
+            .max();
+        Ok(latest.map(|epoch| dir.join(format!("epoch-{epoch:04}"))))
+    }
+
+    /// Writes a directory's files under a temporary name, then renames it into place: a run
+    /// killed mid-write leaves the previous checkpoint untouched.
+    fn write_dir_atomically(
+        &self,
+        target: &Path,
+        write: impl FnOnce(&Path) -> Result<(), TrainError>,
+    ) -> Result<(), TrainError> {
+        let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("dir");
+        let tmp = target.with_file_name(format!(".tmp-{name}"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+        write(&tmp)?;
+        let old = target.with_file_name(format!(".old-{name}"));
+        if target.exists() {
+            let _ = std::fs::remove_dir_all(&old);
+            std::fs::rename(target, &old).map_err(|e| io_err(target, e))?;
+        }
+        std::fs::rename(&tmp, target).map_err(|e| io_err(target, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    fn save_best<B: AutodiffBackend>(&self, model: &HandIdModel<B>, recorder: &Rec) -> Result<(), TrainError> {
+        self.write_dir_atomically(&self.best_dir(), |dir| {
+            model.clone().save_file(dir.join("model"), recorder).map_err(|e| io_err(dir, e))
+        })
+    }
+
+    fn save_checkpoint<B: AutodiffBackend, R: burn::record::Record<B>>(
+        &self,
+        epoch: usize,
+        model: &HandIdModel<B>,
+        optim: R,
+        state: &RunState,
+        recorder: &Rec,
+    ) -> Result<(), TrainError> {
+        let target = self.root.join("checkpoints").join(format!("epoch-{epoch:04}"));
+        self.write_dir_atomically(&target, |dir| {
+            model.clone().save_file(dir.join("model"), recorder).map_err(|e| io_err(dir, e))?;
+            Recorder::<B>::record(recorder, optim, dir.join("optim")).map_err(|e| io_err(dir, e))?;
+            write_json(&dir.join("state.json"), state)
+        })?;
+        // Keep the two most recent checkpoints.
+        if epoch >= 2 {
+            let stale = self.root.join("checkpoints").join(format!("epoch-{:04}", epoch - 2));
+            let _ = std::fs::remove_dir_all(stale);
+        }
+        Ok(())
+    }
+
+    fn write_metrics(&self, history: &[EpochMetrics]) -> Result<(), TrainError> {
+        write_json(&self.root.join("metrics.json"), &history)?;
+        let mut csv =
+            String::from("epoch,lr_image,lr_new,loss,id_loss,contrastive_loss,train_accuracy,val_accuracy,seconds\n");
+        for m in history {
+            csv.push_str(&format!(
+                "{},{:e},{:e},{:.6},{:.6},{:.6},{:.6},{},{:.3}\n",
+                m.epoch,
+                m.lr_image,
+                m.lr_new,
+                m.loss,
+                m.id_loss,
+                m.contrastive_loss,
+                m.train_accuracy,
+                m.val_accuracy.map_or(String::new(), |a| format!("{a:.6}")),
+                m.seconds
+            ));
+        }
+        let path = self.root.join("metrics.csv");
+        crate::eval::write_atomic(&path, csv.as_bytes()).map_err(|e| io_err(&path, e))
+    }
+}
