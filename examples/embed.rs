@@ -12,8 +12,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clip_handid::backend::BackendKind;
-use clip_handid::clip::{Clip, ClipConfig};
 use clip_handid::clip::preprocess::Transform;
+use clip_handid::clip::{Clip, ClipConfig};
 use clip_handid::embed::{embed_images, save_embeddings};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -50,7 +50,11 @@ fn run(args: Args) -> Result<(), String> {
         let (model, config) = match &args.config {
             Some(path) => {
                 let config = ClipConfig::from_json_file(path).map_err(|e| e.to_string())?;
-                (Clip::<B>::from_safetensors_with_config(&args.weights, &config, &device).map_err(|e| e.to_string())?, config)
+                (
+                    Clip::<B>::from_safetensors_with_config(&args.weights, &config, &device)
+                        .map_err(|e| e.to_string())?,
+                    config,
+                )
             }
             None => Clip::<B>::from_safetensors(&args.weights, &device).map_err(|e| e.to_string())?,
         };

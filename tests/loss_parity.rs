@@ -32,8 +32,11 @@ fn check(name: &str, loss: Tensor<B, 1>, input: &Tensor<B, 2>, case: &Value, gra
     let expected_grad: Vec<Vec<f64>> = serde_json::from_value(case[grad_key].clone()).unwrap();
     let worst_grad = grad.iter().zip(expected_grad.concat()).map(|(g, e)| (*g as f64 - e).abs()).fold(0.0, f64::max);
     let relative = (value - expected_loss).abs() / expected_loss.abs().max(f64::MIN_POSITIVE);
-    println!("{name}: loss {value:.8} vs {expected_loss:.8} (relative {relative:.2e}), worst grad error {worst_grad:.2e}");
-    (relative > 1e-5 || worst_grad > 1e-5).then(|| format!("{name}: relative loss error {relative:.2e}, grad {worst_grad:.2e}"))
+    println!(
+        "{name}: loss {value:.8} vs {expected_loss:.8} (relative {relative:.2e}), worst grad error {worst_grad:.2e}"
+    );
+    (relative > 1e-5 || worst_grad > 1e-5)
+        .then(|| format!("{name}: relative loss error {relative:.2e}, grad {worst_grad:.2e}"))
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Training behaviour on a tiny model: which parameters learn in each mode, exact resume after
 //! an interruption, and clear failures.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
@@ -75,8 +75,8 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn options(dir: &PathBuf) -> TrainOptions {
-    TrainOptions { output_dir: dir.clone(), progress: false, stop_after_epochs: None }
+fn options(dir: &Path) -> TrainOptions {
+    TrainOptions { output_dir: dir.to_path_buf(), progress: false, stop_after_epochs: None }
 }
 
 /// Every float parameter and buffer of a module, in visiting order.

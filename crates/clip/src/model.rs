@@ -32,24 +32,33 @@ impl<B: Backend> Clip<B> {
         }
     }
 
-    /// Loads an OpenAI-format safetensors file (OpenAI's or open_clip's key names), inferring
-    /// the architecture from the tensor shapes as OpenAI's loader does.
+    /// Loads a safetensors file in OpenAI's naming (OpenAI's or open_clip's key names) or in
+    /// Hugging Face transformers' CLIP naming, inferring the architecture from the tensor
+    /// shapes as OpenAI's loader does. Same as [`from_file`](Self::from_file).
     pub fn from_safetensors(path: &Path, device: &B::Device) -> Result<(Self, ClipConfig), ClipError> {
-        let checkpoint = Checkpoint::read_safetensors(path)?;
+        Self::from_file(path, device)
+    }
+
+    /// Loads any supported checkpoint file: safetensors (OpenAI or Hugging Face naming), an
+    /// OpenAI TorchScript archive (`ViT-B-16.pt`) or a `torch.save` state dict, inferring the
+    /// architecture from the tensor shapes (heads = width / 64, as OpenAI's loader does).
+    pub fn from_file(path: &Path, device: &B::Device) -> Result<(Self, ClipConfig), ClipError> {
+        let checkpoint = Checkpoint::read(path)?;
         let config = ClipConfig::infer(&checkpoint.shapes())
             .map_err(|reason| WeightsError::Architecture { path: path.into(), reason })?;
         let model = checkpoint.load_into(Self::new(&config, device), &KeyMap::openai())?;
         Ok((model, config))
     }
 
-    /// Loads an OpenAI-format safetensors file into the architecture `config` (for checkpoints
-    /// whose head counts do not follow OpenAI's width / 64 rule).
+    /// Loads a checkpoint file (any format [`from_file`](Self::from_file) reads) into the
+    /// architecture `config` (for checkpoints whose head counts do not follow OpenAI's
+    /// width / 64 rule).
     pub fn from_safetensors_with_config(
         path: &Path,
         config: &ClipConfig,
         device: &B::Device,
     ) -> Result<Self, ClipError> {
-        let checkpoint = Checkpoint::read_safetensors(path)?;
+        let checkpoint = Checkpoint::read(path)?;
         Ok(checkpoint.load_into(Self::new(config, device), &KeyMap::openai())?)
     }
 

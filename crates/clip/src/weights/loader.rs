@@ -64,7 +64,10 @@ impl KeyMap {
             suffixes.push(Rewrite::new(format!(".{norm}.weight"), format!(".{norm}.gamma"), false));
             suffixes.push(Rewrite::new(format!(".{norm}.bias"), format!(".{norm}.beta"), false));
         }
-        let ignored_suffixes = vec!["num_batches_tracked", "input_resolution", "context_length", "vocab_size"];
+        // `attn_mask`: open_clip's causal mask, a non-persistent buffer that TorchScript archives
+        // of open_clip models list in their state dict; it is derived, not learned.
+        let ignored_suffixes =
+            vec!["num_batches_tracked", "input_resolution", "context_length", "vocab_size", "attn_mask"];
         Self { prefixes, suffixes, ignored_suffixes }
     }
 

@@ -1,11 +1,31 @@
-//! Reading checkpoints and loading them into a [`Clip`](crate::Clip) model.
+//! Reading checkpoints, converting them, and loading them into a [`Clip`](crate::Clip) model.
 //!
 //! Nothing is skipped silently: a file whose tensors do not match the model exactly (missing,
 //! unexpected or mis-shaped tensors) is refused with the list of offending names.
+//!
+//! Files read ([`Checkpoint::read`], [`read_tensors`]):
+//! - safetensors in OpenAI's naming (`visual.*`, `transformer.resblocks.N.*`, ...: OpenAI's
+//!   checkpoints, open_clip's `open_clip_model.safetensors`) or in Hugging Face transformers'
+//!   CLIP naming ([`hf`], rewritten to OpenAI's);
+//! - PyTorch files ([`torch`]): OpenAI's TorchScript archives (`RN50.pt`, `ViT-B-16.pt`) and
+//!   `torch.save` state dicts.
+//!
+//! [`convert_to_safetensors`] writes any of them as an OpenAI-named safetensors file;
+//! [`manifest`] lists where the published weights are, and `download` (feature `download`)
+//! fetches and verifies them.
 
+#[cfg(feature = "download")]
+pub mod download;
+pub mod hf;
 mod loader;
+pub mod manifest;
+mod pickle;
+mod raw;
+pub mod torch;
 
+pub use hf::NamingMap;
 pub use loader::{KeyMap, Rewrite};
+pub use raw::{RawFile, RawTensor, TensorMap, read_safetensors_raw, write_atomic_with, write_safetensors};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +74,28 @@ pub enum WeightsError {
         /// What is wrong.
         reason: String,
     },
+    /// A PyTorch file (TorchScript archive or `torch.save` zip) that cannot be read.
+    #[error("{path}: cannot read as a PyTorch file: {reason}")]
+    Torch {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Tensor names that cannot be rewritten to OpenAI's naming (Hugging Face files).
+    #[error("{path}: cannot map the tensor names to OpenAI's naming: {reason}")]
+    Naming {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A conversion that would overwrite its own input.
+    #[error("{path}: the output would overwrite the input")]
+    SameFile {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file's tensors do not match the model.
     #[error("{path}: weights do not match the model:{}", mismatch_report(.missing, .unexpected, .mis_shaped))]
     Mismatch {
@@ -100,7 +142,174 @@ pub struct Checkpoint {
     pub other: Vec<(String, String)>,
 }
 
+/// How a file's tensors are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// A safetensors file.
+    Safetensors,
+    /// A TorchScript archive (`torch.jit.save`, OpenAI's `.pt` files).
+    TorchScript,
+    /// A `torch.save` zip file holding a state dict.
+    TorchSave,
+}
+
+/// How a file's tensors are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// OpenAI's `clip/model.py` names (also open_clip's for the OpenAI models).
+    OpenAi,
+    /// Hugging Face transformers' `CLIPModel` names.
+    HfTransformers,
+}
+
+/// The tensors of a checkpoint file in OpenAI's naming, in their stored dtypes.
+#[derive(Debug, Clone)]
+pub struct SourceTensors {
+    /// How the file stored them.
+    pub format: FileFormat,
+    /// How the file named them (they are renamed to OpenAI's naming).
+    pub naming: Naming,
+    /// Tensors by OpenAI name.
+    pub tensors: BTreeMap<String, RawTensor>,
+    /// What was done beyond plain reading (a checkpoint key descended into, a prefix removed,
+    /// tensors dropped), for the user to see.
+    pub notes: Vec<String>,
+}
+
+/// Reads any supported checkpoint file (detected from its first bytes: a zip archive is a
+/// PyTorch file, anything else must be safetensors) and renames its tensors to OpenAI's naming.
+pub fn read_tensors(path: &Path) -> Result<SourceTensors, WeightsError> {
+    read_tensors_with_key(path, None)
+}
+
+/// As [`read_tensors`]; `key` names the dictionary to read inside a `torch.save` checkpoint
+/// (see [`torch::read_torch_with_key`]); it is ignored for other formats.
+pub fn read_tensors_with_key(path: &Path, key: Option<&str>) -> Result<SourceTensors, WeightsError> {
+    let (format, tensors, mut notes) = if torch::is_zip(path)? {
+        let file = torch::read_torch_with_key(path, key)?;
+        let format = match file.format {
+            torch::TorchFormat::TorchScript => FileFormat::TorchScript,
+            torch::TorchFormat::StateDict => FileFormat::TorchSave,
+        };
+        (format, file.tensors, file.notes)
+    } else {
+        (FileFormat::Safetensors, read_safetensors_raw(path)?.tensors, Vec::new())
+    };
+    if hf::is_hf_naming(tensors.keys()) {
+        let before = tensors.len();
+        let tensors = NamingMap::hf_transformers()
+            .apply(tensors)
+            .map_err(|reason| WeightsError::Naming { path: path.into(), reason })?;
+        notes.push(format!(
+            "renamed {before} tensors from Hugging Face transformers' naming to OpenAI's ({} after packing q/k/v \
+             and dropping position_ids)",
+            tensors.len()
+        ));
+        return Ok(SourceTensors { format, naming: Naming::HfTransformers, tensors, notes });
+    }
+    Ok(SourceTensors { format, naming: Naming::OpenAi, tensors, notes })
+}
+
+/// Precision of the tensors written by [`convert_to_safetensors`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Keep each tensor's stored dtype (OpenAI's archives: mostly f16). The loader converts
+    /// to f32 on load; this is the smallest file and loses nothing.
+    #[default]
+    Keep,
+    /// Convert every floating-point tensor to f32 (integer tensors are kept).
+    F32,
+}
+
+/// Options of [`convert_to_safetensors`].
+#[derive(Debug, Clone, Default)]
+pub struct ConvertOptions {
+    /// Output precision.
+    pub precision: Precision,
+    /// The dictionary to read inside a `torch.save` checkpoint (see
+    /// [`torch::read_torch_with_key`]).
+    pub key: Option<String>,
+}
+
+/// What [`convert_to_safetensors`] did.
+#[derive(Debug, Clone)]
+pub struct ConversionReport {
+    /// The input's storage format.
+    pub format: FileFormat,
+    /// The input's naming.
+    pub naming: Naming,
+    /// Number of tensors written.
+    pub tensors: usize,
+    /// Tensors written per dtype.
+    pub dtypes: BTreeMap<String, usize>,
+    /// The CLIP architecture inferred from the written shapes, or why none could be.
+    pub architecture: Result<crate::ClipConfig, String>,
+    /// Notes from reading (see [`SourceTensors::notes`]).
+    pub notes: Vec<String>,
+}
+
+/// Converts any supported checkpoint (see [`read_tensors`]) to a safetensors file with OpenAI's
+/// tensor names, written atomically. The output must not be the input.
+pub fn convert_to_safetensors(
+    from: &Path,
+    to: &Path,
+    options: &ConvertOptions,
+) -> Result<ConversionReport, WeightsError> {
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(from), std::fs::canonicalize(to))
+        && a == b
+    {
+        return Err(WeightsError::SameFile { path: to.into() });
+    }
+    let source = read_tensors_with_key(from, options.key.as_deref())?;
+    let tensors: BTreeMap<String, RawTensor> = match options.precision {
+        Precision::Keep => source.tensors,
+        Precision::F32 => source.tensors.into_iter().map(|(k, t)| (k, t.into_f32())).collect(),
+    };
+    let mut dtypes = BTreeMap::new();
+    for t in tensors.values() {
+        *dtypes.entry(format!("{:?}", t.dtype)).or_insert(0) += 1;
+    }
+    let shapes = tensors.iter().map(|(k, t)| (k.clone(), t.shape.clone())).collect();
+    let architecture = crate::ClipConfig::infer(&shapes);
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert("format".to_string(), "pt".to_string());
+    metadata.insert("converted_by".to_string(), format!("clip-burn {}", env!("CARGO_PKG_VERSION")));
+    if let Some(name) = from.file_name() {
+        metadata.insert("source".to_string(), name.to_string_lossy().into_owned());
+    }
+    write_safetensors(to, &tensors, Some(metadata))?;
+    Ok(ConversionReport {
+        format: source.format,
+        naming: source.naming,
+        tensors: tensors.len(),
+        dtypes,
+        architecture,
+        notes: source.notes,
+    })
+}
+
 impl Checkpoint {
+    /// Reads any supported checkpoint file (see [`read_tensors`]) in OpenAI's naming; floating
+    /// point tensors are converted to f32.
+    pub fn read(path: &Path) -> Result<Self, WeightsError> {
+        Ok(Self::from_raw(path, read_tensors(path)?.tensors))
+    }
+
+    /// A checkpoint from stored tensors; `path` is only used in error messages.
+    pub fn from_raw(path: &Path, tensors: BTreeMap<String, RawTensor>) -> Self {
+        let mut floats = BTreeMap::new();
+        let mut other = Vec::new();
+        for (name, tensor) in tensors {
+            match tensor.to_f32_values() {
+                Some(values) => {
+                    floats.insert(name, CheckpointTensor { shape: tensor.shape, values });
+                }
+                None => other.push((name, format!("{:?}", tensor.dtype))),
+            }
+        }
+        Self { path: path.into(), tensors: floats, other }
+    }
+
     /// Reads a safetensors file; f16, bf16 and f64 tensors are converted to f32.
     pub fn read_safetensors(path: &Path) -> Result<Self, WeightsError> {
         let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.into(), source })?;

@@ -33,6 +33,7 @@ pub mod load;
 pub mod manifest;
 pub mod polyu_hd;
 pub mod split;
+pub mod synthetic;
 #[cfg(test)]
 pub(crate) mod testutil;
 
@@ -43,6 +44,7 @@ pub use load::{LoadError, load_parallel, open_image, open_images};
 pub use manifest::{DatasetKind, MANIFEST_FORMAT, SplitManifest};
 pub use polyu_hd::{HdSplitCounts, PolyuHd, ProtocolCounts};
 pub use split::{Entry, Identity, IdentityImages, RunSplit, SubsetSplit, SubsetSummary, TrainClasses};
+pub use synthetic::SyntheticHands;
 
 /// File extensions (ASCII case ignored) taken as images when listing folders.
 pub const IMAGE_EXTENSIONS: [&str; 7] = [".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"];

@@ -98,6 +98,54 @@ pub enum EvalError {
         #[source]
         source: image::ImageError,
     },
+    /// An image could not be read, decoded or preprocessed for feature extraction (the error
+    /// names the file).
+    #[error(transparent)]
+    Preprocess(#[from] clip_burn::preprocess::PreprocessError),
+    /// The feature extractor returned a matrix of the wrong shape.
+    #[error("the feature extractor returned shape {got:?} for a batch of {batch} images (expected [{batch}, d] with d > 0{})", match expected_dim { Some(d) => format!(", d = {d} as for the earlier batches"), None => String::new() })]
+    ExtractorShape {
+        /// Number of images in the batch.
+        batch: usize,
+        /// The shape returned.
+        got: [usize; 2],
+        /// The feature dimension of the earlier batches, if any.
+        expected_dim: Option<usize>,
+    },
+    /// A feature vector has a NaN or infinite value, or is zero (it cannot be L2-normalised).
+    #[error("the feature of {what} {reason}")]
+    BadFeature {
+        /// The image or item (its path, or its position).
+        what: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Vectors of the wrong dimension.
+    #[error("{what}: dimension {got}, expected {expected}")]
+    Dimension {
+        /// What the vectors are (`"queries"`, `"embedding of a.jpg"`, ...).
+        what: String,
+        /// The dimension required.
+        expected: usize,
+        /// The dimension given.
+        got: usize,
+    },
+    /// A split manifest cannot be evaluated with the given features or options.
+    #[error("cannot evaluate the split manifest: {0}")]
+    Protocol(String),
+    /// A gallery index operation that cannot be done (an empty index, entries and embeddings of
+    /// different counts, ...).
+    #[error("gallery index: {0}")]
+    Index(String),
+    /// A gallery index file (embeddings or JSON sidecar) is missing, unreadable, corrupt, or does
+    /// not belong with its partner file.
+    #[error("gallery index file {}: {reason}", path.display())]
+    IndexFile {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Shorthand for results of this module.

@@ -5,7 +5,12 @@
 //!   (`REFERENCE.md` section 6);
 //! - [`verification`]: genuine and impostor score distributions, ROC, EER and TAR at fixed FAR
 //!   (ISO/IEC 19795-1 terms), as JSON and PNG;
-//! - [`ranking`]: ranked candidate lists per query as CSV and JSON, and PNG contact sheets.
+//! - [`ranking`]: ranked candidate lists per query as CSV and JSON, and PNG contact sheets;
+//! - [`features`]: the hook where a model plugs in ([`FeatureExtractor`], implemented for CLIP
+//!   and closures) and the protocol's flip-summed, L2-normalised features of image files;
+//! - [`protocol`]: a split manifest evaluated end to end, per run and summarised over runs;
+//! - [`index`]: a gallery index for casework, saved as safetensors plus a JSON sidecar and
+//!   searched top-k by cosine on the chosen backend.
 //!
 //! The metrics take identities as `u64` labels (a gallery item is a true match of a query when
 //! the labels are equal); [`identity_labels`] maps identities of any type, such as the data
@@ -24,18 +29,27 @@
 //! ```
 
 mod error;
+pub mod features;
+pub mod index;
 pub mod metrics;
 mod output;
 mod plot;
+pub mod protocol;
 pub mod ranking;
 pub mod verification;
 
 pub use error::{EvalError, Result};
+pub use features::{FeatureExtractor, FeatureMatrix, FeatureOptions, extract_features};
+pub use index::{DeviceGallery, GalleryIndex, IndexEntry, ModelInfo, SearchHit, SearchOptions};
 pub use metrics::{
     MeanStd, MetricSummary, QueryOutcome, RetrievalMetrics, Similarity, evaluate, evaluate_queries, identity_labels,
     summarize,
 };
 pub use output::write_atomic;
+pub use protocol::{
+    GalleryChoice, ProtocolOptions, ProtocolReport, SubsetReport, evaluate_features, evaluate_manifest,
+    evaluation_paths,
+};
 pub use ranking::{Candidate, ContactSheetOptions, QueryRanking, RankedLists, contact_sheet, write_contact_sheet};
 pub use verification::{
     Eer, RocPoint, ScoreHistogram, ScoreSets, ScoreStats, TarAtFar, VerificationOptions, VerificationReport,

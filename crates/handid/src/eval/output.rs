@@ -12,6 +12,15 @@ use super::error::{EvalError, Result};
 /// stays on one file system), are flushed to disk, and the file is renamed over `path`. Missing
 /// parent directories are created. On failure the temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |file| file.write_all(bytes))
+}
+
+/// Like [`write_atomic`], but the content is produced by `write` directly into the temporary
+/// file (for outputs too large to hold in memory twice). `write` should buffer small writes.
+pub(crate) fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let fail = |source: std::io::Error| EvalError::Write { path: path.to_path_buf(), source };
     let parent = match path.parent() {
@@ -28,7 +37,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     ));
     let written = (|| {
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
+        write(&mut file)?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, path)
