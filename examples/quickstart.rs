@@ -28,7 +28,7 @@ use clip_handid::handid::eval::{
     extract_features, write_contact_sheet,
 };
 use clip_handid::handid::model::{HandIdConfig, HandIdModel};
-use clip_handid::handid::train::{ImageRef, LabeledImages, LrSchedule, TrainConfig, TrainOptions, train};
+use clip_handid::handid::train::{ImageRef, LabeledImages, LrSchedule, Scenario, TrainConfig, TrainOptions, train};
 
 /// CLIP-HandID on synthetic hands.
 #[derive(Parser, Debug)]
@@ -37,17 +37,23 @@ struct Args {
     #[arg(long, default_value = "quickstart-output")]
     out: PathBuf,
     /// Number of synthetic identities (60 % train, 40 % held-out test).
-    #[arg(long, default_value_t = 160)]
+    #[arg(long, default_value_t = 120)]
     identities: usize,
     /// Images per identity.
     #[arg(long, default_value_t = 8)]
     images_per_identity: usize,
     /// Training epochs.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 20)]
     epochs: usize,
     /// Image encoder of the small model: resnet or vit.
     #[arg(long, default_value = "resnet")]
     backbone: String,
+    /// Losses: clip-handid (ID + image-text contrastive) or fine-tune (ID only).
+    #[arg(long, default_value = "clip-handid")]
+    scenario: String,
+    /// Adam's coupled L2 weight decay (the paper's 5e-4 is for fine-tuning pretrained CLIP).
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
     /// Seed of the data, the split, the initialisation and the training.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -192,6 +198,12 @@ fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<(), String> {
     train_config.augment.resize = [SIZE as u32 + 8, SIZE as u32 + 8];
     train_config.augment.crop = [SIZE as u32, SIZE as u32];
     train_config.seed = args.seed;
+    train_config.weight_decay = args.weight_decay;
+    train_config.scenario = match args.scenario.as_str() {
+        "clip-handid" => Scenario::ClipHandId,
+        "fine-tune" => Scenario::FineTune,
+        other => return Err(format!("unknown scenario `{other}`; expected clip-handid or fine-tune")),
+    };
     let run_dir = out.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
     let options = TrainOptions { output_dir: run_dir.clone(), progress: true, stop_after_epochs: None };
