@@ -25,7 +25,7 @@ pub mod torch;
 
 pub use hf::NamingMap;
 pub use loader::{KeyMap, Rewrite};
-pub use raw::{RawFile, RawTensor, TensorMap, read_safetensors_raw, write_atomic_with, write_safetensors};
+pub use raw::{RawFile, RawTensor, TensorMap, read_safetensors_raw, write_safetensors};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,7 @@
 //! Atomic file output: write to a temporary file in the target's directory, then rename.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use super::error::{EvalError, Result};
 
@@ -16,37 +15,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Like [`write_atomic`], but the content is produced by `write` directly into the temporary
-/// file (for outputs too large to hold in memory twice). `write` should buffer small writes.
+/// file (for outputs too large to hold in memory twice).
 pub(crate) fn write_atomic_with(
     path: &Path,
-    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let fail = |source: std::io::Error| EvalError::Write { path: path.to_path_buf(), source };
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(fail)?;
-    let name = path.file_name().ok_or_else(|| fail(std::io::Error::other("the path has no file name")))?;
-    let tmp = parent.join(format!(
-        ".{}.{}-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        write(&mut file)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(fail(e));
-    }
-    Ok(())
+    clip_burn::io::write_atomic_with(path, write)
+        .map_err(|source| EvalError::Write { path: path.to_path_buf(), source })
 }
 
 /// Encodes an RGB image as PNG and writes it atomically.
