@@ -73,6 +73,39 @@ impl FromStr for BackendKind {
     }
 }
 
+/// Checks that `device` of backend `B` can run a computation. GPU backends report a missing
+/// driver or adapter by panicking inside Burn (on a worker thread, too); this turns that into
+/// an error naming the backend, with the panic silenced.
+pub fn probe<B: burn::tensor::backend::Backend>(kind: BackendKind, device: &B::Device) -> Result<(), String> {
+    if kind == BackendKind::Flex {
+        return Ok(());
+    }
+    // The first panic, wherever it happens, says what is missing (later ones are its echoes).
+    let first = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let hook = std::panic::take_hook();
+    let record = first.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let mut slot = record.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let message = info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()));
+            *slot = Some(message.unwrap_or_else(|| "no details".into()));
+        }
+    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0], device).sum().into_data()
+    }));
+    std::panic::set_hook(hook);
+    result.map(|_| ()).map_err(|_| {
+        let reason = first.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_else(|| "no details".into());
+        let reason: String = reason.chars().take(200).collect();
+        format!("the {kind} backend has no usable device on this machine ({reason}); use --backend flex or install the driver")
+    })
+}
+
 /// Runs `$body` with `$B` bound to the backend type named by `$kind` and `$device` to its
 /// default device; evaluates to `Err(String)` if that backend is not compiled in.
 #[macro_export]
@@ -88,13 +121,13 @@ macro_rules! with_backend {
             $crate::backend::BackendKind::Wgpu => {
                 type $B = $crate::backend::Wgpu;
                 let $device = burn::tensor::Device::<$B>::default();
-                Ok($body)
+                $crate::backend::probe::<$B>($kind, &$device).map(|()| $body)
             }
             #[cfg(feature = "cuda")]
             $crate::backend::BackendKind::Cuda => {
                 type $B = $crate::backend::Cuda;
                 let $device = burn::tensor::Device::<$B>::default();
-                Ok($body)
+                $crate::backend::probe::<$B>($kind, &$device).map(|()| $body)
             }
             #[allow(unreachable_patterns)]
             other => other.ensure_compiled().map(|_| unreachable!()),
