@@ -37,13 +37,13 @@ struct Args {
     #[arg(long, default_value = "quickstart-output")]
     out: PathBuf,
     /// Number of synthetic identities (60 % train, 40 % held-out test).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 60)]
     identities: usize,
     /// Images per identity.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 12)]
     images_per_identity: usize,
     /// Training epochs.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 25)]
     epochs: usize,
     /// Image encoder of the small model: resnet or vit.
     #[arg(long, default_value = "resnet")]
