@@ -69,3 +69,33 @@ pub fn classifier<B: Backend>(features: usize, classes: usize, device: &B::Devic
         .with_initializer(Initializer::Normal { mean: 0.0, std: 0.001 })
         .init(device)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::AutodiffModule;
+
+    /// Training mode normalises with the biased batch variance but accumulates the unbiased
+    /// one, as `torch.nn.BatchNorm1d` does; evaluation uses the running statistics.
+    #[test]
+    fn running_variance_is_unbiased_and_evaluation_uses_it() {
+        let device = Default::default();
+        let neck = BnNeck::<Autodiff<Flex>>::new(1, &device);
+        let x = Tensor::<Autodiff<Flex>, 2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 6.0], [4, 1]), &device);
+        let y: Vec<f32> = neck.forward(x).into_data().to_vec().unwrap();
+        // mean 3, biased variance 3.5, unbiased 14/3
+        let expected: Vec<f32> = [1.0f32, 2.0, 3.0, 6.0].iter().map(|v| (v - 3.0) / (3.5f32 + 1e-5).sqrt()).collect();
+        for (a, b) in y.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-5, "{y:?} vs {expected:?}");
+        }
+        let mean: f32 = neck.running_mean.value_sync().into_scalar();
+        let var: f32 = neck.running_var.value_sync().into_scalar();
+        assert!((mean - 0.3).abs() < 1e-6, "{mean}");
+        assert!((var - (0.9 + 0.1 * 14.0 / 3.0)).abs() < 1e-6, "{var}");
+
+        let eval = neck.valid();
+        let out: f32 = eval.forward(Tensor::from_data(TensorData::new(vec![2.0f32], [1, 1]), &device)).into_scalar();
+        assert!((out - (2.0 - 0.3) / (var + 1e-5).sqrt()).abs() < 1e-5, "{out}");
+    }
+}

@@ -62,3 +62,34 @@ impl Prompt {
         Tensor::cat(vec![before, tokens.unsqueeze_dim(1), after], 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn the_hand_prompt_has_the_placeholder_at_5_and_the_end_at_7() {
+        let prompt = Prompt::hand(&ClipTokenizer::new().unwrap()).unwrap();
+        assert_eq!(&prompt.ids[..9], &[49406, 320, 1125, 539, 320, 48136, 2463, 49407, 0]);
+        assert_eq!((prompt.placeholder, prompt.end), (5, 7));
+        let err = Prompt::new(&ClipTokenizer::new().unwrap(), "A photo of a hand", PLACEHOLDER).unwrap_err();
+        assert!(err.to_string().contains("must contain `sks`"), "{err}");
+    }
+
+    #[test]
+    fn substitution_replaces_only_the_placeholder_row() {
+        let device = Default::default();
+        let prompt = Prompt { ids: vec![0; 6], placeholder: 2, end: 4 };
+        let base =
+            Tensor::<Flex, 3>::from_data(TensorData::new((0..18).map(|v| v as f32).collect(), [1, 6, 3]), &device);
+        let tokens = Tensor::<Flex, 2>::from_data(TensorData::new(vec![-1.0f32; 6], [2, 3]), &device);
+        let out: Vec<f32> = prompt.substitute(base, tokens).into_data().to_vec().unwrap();
+        let row = |b: usize, t: usize| out[(b * 6 + t) * 3..(b * 6 + t) * 3 + 3].to_vec();
+        for b in 0..2 {
+            assert_eq!(row(b, 2), [-1.0; 3]);
+            assert_eq!(row(b, 1), [3.0, 4.0, 5.0]);
+            assert_eq!(row(b, 3), [9.0, 10.0, 11.0]);
+        }
+    }
+}
