@@ -3,6 +3,8 @@
 //! (written by `scripts/fixtures/make_metric_cases.py`), plus every JSON file named in the
 //! colon-separated `HANDID_METRIC_CASES`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -27,18 +29,14 @@ struct Case {
 
 /// The committed case file plus the files named by `HANDID_METRIC_CASES`.
 fn case_files() -> Vec<PathBuf> {
-    let mut files = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metrics/cases.json")];
-    if let Ok(extra) = std::env::var("HANDID_METRIC_CASES") {
-        files.extend(extra.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
-    }
-    files
+    common::case_locations(
+        vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metrics/cases.json")],
+        "HANDID_METRIC_CASES",
+    )
 }
 
-/// Reads a case file; any problem is a test failure naming the file.
 fn read_cases(path: &Path) -> Vec<Case> {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read metric cases {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("metric cases {} are not valid: {e}", path.display()))
+    common::read_json_cases(path, "metric cases")
 }
 
 /// Maps JSON identities (numbers or strings) to dense `u64` labels; equal values, equal labels.

@@ -2,6 +2,8 @@
 //! cases in `tests/fixtures/tokenizer/cases.json`, plus every JSON file named in the
 //! colon-separated `CLIP_TOKENIZER_CASES`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use clip_handid::clip::tokenizer::{CONTEXT_LENGTH, ClipTokenizer};
@@ -15,18 +17,14 @@ struct Case {
 
 /// The committed case file plus the files named by `CLIP_TOKENIZER_CASES`.
 fn case_files() -> Vec<PathBuf> {
-    let mut files = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/cases.json")];
-    if let Ok(extra) = std::env::var("CLIP_TOKENIZER_CASES") {
-        files.extend(extra.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
-    }
-    files
+    common::case_locations(
+        vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/cases.json")],
+        "CLIP_TOKENIZER_CASES",
+    )
 }
 
-/// Reads a case file; any problem is a test failure naming the file.
 fn read_cases(path: &Path) -> Vec<Case> {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read tokenizer cases {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("tokenizer cases {} are not valid: {e}", path.display()))
+    common::read_json_cases(path, "tokenizer cases")
 }
 
 #[test]

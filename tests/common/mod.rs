@@ -92,3 +92,9 @@ pub fn compare_rows(actual: &[f32], expected: &[f32], rows: usize) -> RowStats {
     }
     stats
 }
+
+/// Reads a JSON array of cases; any problem is a test failure naming the file.
+pub fn read_json_cases<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Vec<T> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {what} {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what} {} are not valid: {e}", path.display()))
+}
