@@ -1,8 +1,10 @@
 //! Image encoders: the Vision Transformer and OpenAI's ModifiedResNet.
 
+mod batch_norm;
 mod resnet;
 mod vit;
 
+pub use batch_norm::BatchNorm2d;
 pub use resnet::{AttentionPool2d, Bottleneck, Downsample, ModifiedResNet};
 pub use vit::VisionTransformer;
 

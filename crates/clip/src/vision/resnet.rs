@@ -4,12 +4,13 @@
 
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{attention, avg_pool2d};
 use burn::tensor::ops::AttentionModuleOptions;
 
+use super::batch_norm::BatchNorm2d;
 use super::{VisionOutput, resize_position_embedding};
 use crate::config::ResNetConfig;
 use crate::error::ClipError;
@@ -36,7 +37,7 @@ pub struct Downsample<B: Backend> {
     /// 1x1 convolution.
     pub conv: Conv2d<B>,
     /// Batch norm.
-    pub bn: BatchNorm<B>,
+    pub bn: BatchNorm2d<B>,
 }
 
 /// Bottleneck block with expansion 4; the stride is applied by an average pool after conv2.
@@ -45,15 +46,15 @@ pub struct Bottleneck<B: Backend> {
     /// 1x1 reduction.
     pub conv1: Conv2d<B>,
     /// BN after conv1.
-    pub bn1: BatchNorm<B>,
+    pub bn1: BatchNorm2d<B>,
     /// 3x3 convolution.
     pub conv2: Conv2d<B>,
     /// BN after conv2.
-    pub bn2: BatchNorm<B>,
+    pub bn2: BatchNorm2d<B>,
     /// 1x1 expansion.
     pub conv3: Conv2d<B>,
     /// BN after conv3.
-    pub bn3: BatchNorm<B>,
+    pub bn3: BatchNorm2d<B>,
     /// Shortcut projection when the stride or channel count changes.
     pub downsample: Option<Downsample<B>>,
     /// Spatial stride (1 or 2).
@@ -63,17 +64,15 @@ pub struct Bottleneck<B: Backend> {
 impl<B: Backend> Bottleneck<B> {
     fn new(inplanes: usize, planes: usize, stride: usize, device: &B::Device) -> Self {
         let out = planes * 4;
-        let downsample = (stride > 1 || inplanes != out).then(|| Downsample {
-            conv: conv([inplanes, out], 1, 1, device),
-            bn: BatchNormConfig::new(out).init(device),
-        });
+        let downsample = (stride > 1 || inplanes != out)
+            .then(|| Downsample { conv: conv([inplanes, out], 1, 1, device), bn: BatchNorm2d::new(out, device) });
         Self {
             conv1: conv([inplanes, planes], 1, 1, device),
-            bn1: BatchNormConfig::new(planes).init(device),
+            bn1: BatchNorm2d::new(planes, device),
             conv2: conv([planes, planes], 3, 1, device),
-            bn2: BatchNormConfig::new(planes).init(device),
+            bn2: BatchNorm2d::new(planes, device),
             conv3: conv([planes, out], 1, 1, device),
-            bn3: BatchNormConfig::new(out).init(device),
+            bn3: BatchNorm2d::new(out, device),
             downsample,
             stride,
         }
@@ -140,15 +139,15 @@ pub struct ModifiedResNet<B: Backend> {
     /// Stem conv 3 -> width/2, stride 2.
     pub conv1: Conv2d<B>,
     /// Stem BN 1.
-    pub bn1: BatchNorm<B>,
+    pub bn1: BatchNorm2d<B>,
     /// Stem conv width/2 -> width/2.
     pub conv2: Conv2d<B>,
     /// Stem BN 2.
-    pub bn2: BatchNorm<B>,
+    pub bn2: BatchNorm2d<B>,
     /// Stem conv width/2 -> width.
     pub conv3: Conv2d<B>,
     /// Stem BN 3.
-    pub bn3: BatchNorm<B>,
+    pub bn3: BatchNorm2d<B>,
     /// Stage 1 (stride 1).
     pub layer1: Vec<Bottleneck<B>>,
     /// Stage 2 (stride 2).
@@ -187,11 +186,11 @@ impl<B: Backend> ModifiedResNet<B> {
         let linear = |d_out| LinearConfig::new(channels, d_out).init(device);
         Self {
             conv1: conv([3, w / 2], 3, 2, device),
-            bn1: BatchNormConfig::new(w / 2).init(device),
+            bn1: BatchNorm2d::new(w / 2, device),
             conv2: conv([w / 2, w / 2], 3, 1, device),
-            bn2: BatchNormConfig::new(w / 2).init(device),
+            bn2: BatchNorm2d::new(w / 2, device),
             conv3: conv([w / 2, w], 3, 1, device),
-            bn3: BatchNormConfig::new(w).init(device),
+            bn3: BatchNorm2d::new(w, device),
             layer1: stage(&mut inplanes, w, config.layers[0], 1, device),
             layer2: stage(&mut inplanes, w * 2, config.layers[1], 2, device),
             layer3: stage(&mut inplanes, w * 4, config.layers[2], 2, device),

@@ -1,0 +1,110 @@
+//! BatchNorm2d for the ModifiedResNet, written so that Burn's CPU backend stays fast: every
+//! per-channel operation runs on the `[batch * channels, height * width]` view with a column
+//! vector, because a broadcast over a 4-d `[1, C, 1, 1]` tensor is about 40x slower on flex
+//! (5 ms against 0.12 ms for a `[32, 64, 16, 16]` activation).
+//!
+//! Same parameters and semantics as `torch.nn.BatchNorm2d` (and Burn's `BatchNorm`): batch
+//! statistics on an autodiff backend (training), running statistics otherwise; the running
+//! variance is updated with the *unbiased* batch variance, as PyTorch does.
+
+use burn::module::{Param, RunningState};
+use burn::prelude::*;
+
+/// Batch normalisation over the channels of `[batch, channels, height, width]`.
+#[derive(Module, Debug)]
+pub struct BatchNorm2d<B: Backend> {
+    /// Scale (torch `weight`).
+    pub gamma: Param<Tensor<B, 1>>,
+    /// Shift (torch `bias`).
+    pub beta: Param<Tensor<B, 1>>,
+    /// Running mean.
+    pub running_mean: RunningState<Tensor<B, 1>>,
+    /// Running (unbiased) variance.
+    pub running_var: RunningState<Tensor<B, 1>>,
+    /// Weight of the new batch in the running statistics (PyTorch convention).
+    pub momentum: f64,
+    /// Added to the variance.
+    pub epsilon: f64,
+}
+
+impl<B: Backend> BatchNorm2d<B> {
+    /// Weight 1, bias 0, running mean 0, running variance 1, momentum 0.1, eps 1e-5.
+    pub fn new(channels: usize, device: &B::Device) -> Self {
+        Self {
+            gamma: Param::from_tensor(Tensor::ones([channels], device)),
+            beta: Param::from_tensor(Tensor::zeros([channels], device)),
+            running_mean: RunningState::new(Tensor::zeros([channels], device)),
+            running_var: RunningState::new(Tensor::ones([channels], device)),
+            momentum: 0.1,
+            epsilon: 1e-5,
+        }
+    }
+
+    /// `x` `[batch, channels, h, w]` -> same shape.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [batch, channels, h, w] = x.dims();
+        let rows = x.reshape([batch * channels, h * w]); // [batch * channels, h * w]
+        let per_row = |v: Tensor<B, 1>| v.reshape([1, channels]).repeat_dim(0, batch).reshape([batch * channels, 1]);
+        let (mean, var) = if B::ad_enabled(&rows.device()) {
+            let mean = rows.clone().mean_dim(1).reshape([batch, channels]).mean_dim(0).reshape([channels]);
+            let centered = rows.clone() - per_row(mean.clone());
+            let var = centered.square().mean_dim(1).reshape([batch, channels]).mean_dim(0).reshape([channels]);
+            let n = (batch * h * w) as f64;
+            let unbiased = var.clone().detach().mul_scalar(n / (n - 1.0).max(1.0));
+            let m = self.momentum;
+            let running_mean = self.running_mean.value_sync().mul_scalar(1.0 - m) + mean.clone().detach().mul_scalar(m);
+            let running_var = self.running_var.value_sync().mul_scalar(1.0 - m) + unbiased.mul_scalar(m);
+            self.running_mean.update(running_mean.detach());
+            self.running_var.update(running_var.detach());
+            (mean, var)
+        } else {
+            (self.running_mean.value(), self.running_var.value())
+        };
+        let scale = self.gamma.val() / var.add_scalar(self.epsilon).sqrt(); // [channels]
+        let shift = self.beta.val() - mean * scale.clone();
+        (rows * per_row(scale) + per_row(shift)).reshape([batch, channels, h, w])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::AutodiffModule;
+
+    /// Matches the textbook formula in both modes, and the running statistics follow PyTorch.
+    #[test]
+    fn training_and_evaluation_follow_pytorch() {
+        let device = Default::default();
+        let values: Vec<f32> = (0..2 * 3 * 2 * 2).map(|i| ((i * 7) % 11) as f32 * 0.5 - 1.0).collect();
+        let x = Tensor::<Autodiff<Flex>, 4>::from_data(TensorData::new(values.clone(), [2, 3, 2, 2]), &device);
+        let mut bn = BatchNorm2d::<Autodiff<Flex>>::new(3, &device);
+        bn.gamma = Param::from_tensor(Tensor::from_floats([1.0, 2.0, 0.5], &device));
+        bn.beta = Param::from_tensor(Tensor::from_floats([0.0, -1.0, 0.25], &device));
+        let y: Vec<f32> = bn.forward(x).into_data().to_vec().unwrap();
+        let (gamma, beta) = ([1.0f32, 2.0, 0.5], [0.0f32, -1.0, 0.25]);
+        for c in 0..3 {
+            let idx: Vec<usize> = (0..2).flat_map(|b| (0..4).map(move |k| b * 12 + c * 4 + k)).collect();
+            let mean = idx.iter().map(|&i| values[i]).sum::<f32>() / 8.0;
+            let var = idx.iter().map(|&i| (values[i] - mean).powi(2)).sum::<f32>() / 8.0;
+            for &i in &idx {
+                let want = (values[i] - mean) / (var + 1e-5).sqrt() * gamma[c] + beta[c];
+                assert!((y[i] - want).abs() < 1e-5, "channel {c}: {} vs {want}", y[i]);
+            }
+            let running_mean: Vec<f32> = bn.running_mean.value_sync().into_data().to_vec().unwrap();
+            let running_var: Vec<f32> = bn.running_var.value_sync().into_data().to_vec().unwrap();
+            assert!((running_mean[c] - 0.1 * mean).abs() < 1e-6);
+            assert!((running_var[c] - (0.9 + 0.1 * var * 8.0 / 7.0)).abs() < 1e-5);
+        }
+        let eval = bn.valid();
+        let x = Tensor::<Flex, 4>::from_data(TensorData::new(values.clone(), [2, 3, 2, 2]), &device);
+        let y: Vec<f32> = eval.forward(x).into_data().to_vec().unwrap();
+        let running_mean: Vec<f32> = eval.running_mean.value().into_data().to_vec().unwrap();
+        let running_var: Vec<f32> = eval.running_var.value().into_data().to_vec().unwrap();
+        for (i, v) in values.iter().enumerate() {
+            let c = (i / 4) % 3;
+            let want = (v - running_mean[c]) / (running_var[c] + 1e-5).sqrt() * gamma[c] + beta[c];
+            assert!((y[i] - want).abs() < 1e-5);
+        }
+    }
+}
