@@ -43,7 +43,7 @@ struct Args {
     #[arg(long, default_value_t = 12)]
     images_per_identity: usize,
     /// Training epochs.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 60)]
     epochs: usize,
     /// Image encoder of the small model: resnet or vit.
     #[arg(long, default_value = "resnet")]
