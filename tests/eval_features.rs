@@ -1,6 +1,9 @@
 //! Flip-summed retrieval features of image files (REFERENCE.md section 6) with the tiny CLIP ViT
 //! fixture and with closures.
 
+mod common;
+
+use common::TempDir;
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
@@ -49,23 +52,6 @@ fn assert_unit_rows(m: &FeatureMatrix) {
     for i in 0..m.rows() {
         let norm = m.row(i).iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
         assert!((norm - 1.0).abs() < 1e-5, "row {i} has norm {norm}");
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("clip-handid-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,7 +1,10 @@
 //! The casework gallery index: exact top-k search against brute force, save/load round trip,
 //! and clear errors for files that are corrupt or do not belong together.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{Rng, TempDir};
+use std::path::Path;
 
 use burn::backend::Flex;
 use clip_handid::clip::preprocess::Transform;
@@ -12,40 +15,8 @@ use clip_handid::handid::eval::{
 
 type B = Flex;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    fn matrix(&mut self, rows: usize, dim: usize) -> FeatureMatrix {
-        FeatureMatrix::new((0..rows * dim).map(|_| self.next()).collect(), dim).unwrap()
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("clip-handid-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn matrix(rng: &mut Rng, rows: usize, dim: usize) -> FeatureMatrix {
+    FeatureMatrix::new((0..rows * dim).map(|_| rng.next()).collect(), dim).unwrap()
 }
 
 fn model_info() -> ModelInfo {
@@ -63,7 +34,7 @@ fn random_index(n: usize, dim: usize, seed: u64) -> GalleryIndex {
     let entries = (0..n)
         .map(|i| IndexEntry::new(format!("gallery/{i:05}.jpg"), (i % 3 != 0).then(|| format!("person-{}", i % 17))))
         .collect();
-    index.add_embeddings(entries, &Rng(seed).matrix(n, dim)).unwrap();
+    index.add_embeddings(entries, &matrix(&mut Rng(seed), n, dim)).unwrap();
     index
 }
 
@@ -87,7 +58,7 @@ fn brute_force(index: &GalleryIndex, queries: &FeatureMatrix, k: usize) -> Vec<V
 fn top_k_equals_brute_force_in_every_chunking() {
     let device = Default::default();
     let index = random_index(1000, 48, 0x5eed_1234_abcd_0001);
-    let queries = Rng(77).matrix(13, 48);
+    let queries = matrix(&mut Rng(77), 13, 48);
     for k in [1, 10, 57] {
         let expected = brute_force(&index, &queries, k);
         for options in [

@@ -1,6 +1,9 @@
 //! The evaluation protocol end to end: split manifest + features (or images and a model) in,
 //! per-run and summarised metrics out.
 
+mod common;
+
+use common::Rng;
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
@@ -13,18 +16,6 @@ use clip_handid::handid::eval::{
 };
 
 type B = Flex;
-
-/// Deterministic pseudo-random numbers in [-1, 1).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
 
 fn entry(path: &str, group: &str, id: &str) -> Entry {
     Entry::new(path, Identity::new(group, id))

@@ -98,3 +98,37 @@ pub fn read_json_cases<T: serde::de::DeserializeOwned>(path: &Path, what: &str) 
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {what} {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what} {} are not valid: {e}", path.display()))
 }
+
+/// Deterministic pseudo-random numbers in [-1, 1) (xorshift), for test data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("clip-handid-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
