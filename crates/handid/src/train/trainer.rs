@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
@@ -109,12 +110,7 @@ pub fn train<B: AutodiffBackend>(
     }
     let run = RunDir::prepare(&options.output_dir, config)?;
     let recorder = Rec::new();
-    let mut optim = AdamConfig::new()
-        .with_beta_1(config.beta_1)
-        .with_beta_2(config.beta_2)
-        .with_epsilon(config.epsilon)
-        .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)))
-        .init::<B, HandIdModel<B>>();
+    let mut optim = optimizer::<B>(config);
 
     let mut state = RunState { epochs_done: 0, best_epoch: None, best_val_accuracy: None, history: Vec::new() };
     if let Some(dir) = run.latest_checkpoint()? {
@@ -125,7 +121,6 @@ pub fn train<B: AutodiffBackend>(
         state = serde_json::from_str(&text).map_err(|e| io_err(&dir.join("state.json"), e))?;
     }
     let resumed_epochs = state.epochs_done;
-    let use_text = config.scenario == Scenario::ClipHandId;
     let eval_transform = Transform::Reid { height: config.augment.crop[0], width: config.augment.crop[1] };
     let val_pixels: Vec<PixelArray> =
         val_data.images.par_iter().map(|r| r.load().map(|img| eval_transform.apply(&img))).collect::<Result<_, _>>()?;
@@ -144,45 +139,20 @@ pub fn train<B: AutodiffBackend>(
         let batches = epoch_batches(train_data.len(), config.batch_size, config.seed, epoch);
         let bar = progress_bar(options.progress, batches.len(), epoch, config.epochs);
         let (mut loss_sum, mut id_sum, mut con_sum, mut correct, mut seen) = (0.0, 0.0, 0.0, 0usize, 0usize);
-        for (step, indices) in batches.iter().enumerate() {
+        for (step_index, indices) in batches.iter().enumerate() {
             let (pixels, labels) =
                 training_batch::<B>(train_data, indices, &config.augment, config.seed, epoch, device)?;
-            let out = model.forward(pixels);
-            let eps = config.label_smoothing;
-            let id_loss = label_smoothing_cross_entropy(out.logits_features, labels.clone(), eps)
-                + label_smoothing_cross_entropy(out.logits_projected.clone(), labels.clone(), eps);
-            let contrastive = match (&out.text, use_text) {
-                (Some(text), true) => Some(
-                    supervised_contrastive(out.projected.clone(), text.clone(), labels.clone(), labels.clone())
-                        + supervised_contrastive(text.clone(), out.projected.clone(), labels.clone(), labels.clone()),
-                ),
-                _ => None,
-            };
-            let loss = match &contrastive {
-                Some(c) => id_loss.clone() + c.clone(),
-                None => id_loss.clone(),
-            };
-            let loss_value: f32 = loss.clone().into_scalar().elem();
-            if !loss_value.is_finite() {
-                return Err(TrainError::NonFinite { epoch, step, loss: loss_value });
-            }
-            let predicted = out.logits_projected.argmax(1).reshape([-1]);
-            let labels_cast = labels.cast(predicted.dtype());
-            correct += predicted.equal(labels_cast).int().sum().into_scalar().elem::<i64>() as usize;
+            let (next, stats) = step(model, &mut optim, pixels, labels, config, lr_image)
+                .map_err(|loss| TrainError::NonFinite { epoch, step: step_index, loss })?;
+            model = next;
+            correct += stats.correct;
             seen += indices.len();
-
-            let mut grads = loss.backward();
-            let image_grads = GradientsParams::from_module(&mut grads, &model.image_encoder);
-            let new_grads = GradientsParams::from_grads(grads, &model);
-            model = optim.step(lr_image, model, image_grads);
-            model = optim.step(lr_new, model, new_grads);
-
-            loss_sum += loss_value as f64;
-            id_sum += id_loss.into_scalar().elem::<f64>();
-            con_sum += contrastive.map_or(0.0, |c| c.into_scalar().elem::<f64>());
+            loss_sum += stats.loss;
+            id_sum += stats.id_loss;
+            con_sum += stats.contrastive_loss;
             bar.set_message(format!(
                 "loss {:.4} acc {:.3} lr {:.2e}",
-                loss_sum / (step + 1) as f64,
+                loss_sum / (step_index + 1) as f64,
                 correct as f64 / seen as f64,
                 lr_image
             ));
@@ -238,6 +208,81 @@ pub fn train<B: AutodiffBackend>(
             model.load_file(run.best_dir().join("model"), &recorder, device).map_err(|e| io_err(&run.best_dir(), e))?;
     }
     Ok(TrainOutcome { model, history: state.history, selected_epoch, resumed_epochs, interrupted })
+}
+
+/// The optimiser of a CLIP-HandID model: Adam with coupled L2 weight decay.
+pub type HandIdOptimizer<B> = OptimizerAdaptor<Adam, HandIdModel<B>, B>;
+
+/// Adam with `config`'s betas, epsilon and coupled weight decay.
+pub fn optimizer<B: AutodiffBackend>(config: &TrainConfig) -> HandIdOptimizer<B> {
+    AdamConfig::new()
+        .with_beta_1(config.beta_1)
+        .with_beta_2(config.beta_2)
+        .with_epsilon(config.epsilon)
+        .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)))
+        .init::<B, HandIdModel<B>>()
+}
+
+/// What one optimiser step measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// Total loss.
+    pub loss: f64,
+    /// Summed ID losses.
+    pub id_loss: f64,
+    /// Summed contrastive losses (0 without the text branch).
+    pub contrastive_loss: f64,
+    /// Images of the batch the projected-feature classifier got right.
+    pub correct: usize,
+}
+
+/// One optimiser step on a batch of augmented pixels `[batch, 3, h, w]` and their class labels
+/// `[batch]`: both ID losses, the two contrastive losses in the CLIP-HandID scenario, then Adam
+/// on the image encoder at `lr_image` and on the new layers at `lr_image` times the config's
+/// factor. A NaN or infinite loss is returned as the error, before any weight changes.
+pub fn step<B: AutodiffBackend>(
+    model: HandIdModel<B>,
+    optim: &mut HandIdOptimizer<B>,
+    pixels: Tensor<B, 4>,
+    labels: Tensor<B, 1, Int>,
+    config: &TrainConfig,
+    lr_image: f64,
+) -> Result<(HandIdModel<B>, StepStats), f32> {
+    let out = model.forward(pixels);
+    let eps = config.label_smoothing;
+    let id_loss = label_smoothing_cross_entropy(out.logits_features, labels.clone(), eps)
+        + label_smoothing_cross_entropy(out.logits_projected.clone(), labels.clone(), eps);
+    let contrastive = match (&out.text, config.scenario == Scenario::ClipHandId) {
+        (Some(text), true) => Some(
+            supervised_contrastive(out.projected.clone(), text.clone(), labels.clone(), labels.clone())
+                + supervised_contrastive(text.clone(), out.projected.clone(), labels.clone(), labels.clone()),
+        ),
+        _ => None,
+    };
+    let loss = match &contrastive {
+        Some(c) => id_loss.clone() + c.clone(),
+        None => id_loss.clone(),
+    };
+    let loss_value: f32 = loss.clone().into_scalar().elem();
+    if !loss_value.is_finite() {
+        return Err(loss_value);
+    }
+    let predicted = out.logits_projected.argmax(1).reshape([-1]);
+    let labels_cast = labels.cast(predicted.dtype());
+    let correct = predicted.equal(labels_cast).int().sum().into_scalar().elem::<i64>() as usize;
+
+    let mut grads = loss.backward();
+    let image_grads = GradientsParams::from_module(&mut grads, &model.image_encoder);
+    let new_grads = GradientsParams::from_grads(grads, &model);
+    let model = optim.step(lr_image, model, image_grads);
+    let model = optim.step(lr_image * config.new_layer_lr_factor, model, new_grads);
+    let stats = StepStats {
+        loss: loss_value as f64,
+        id_loss: id_loss.into_scalar().elem::<f64>(),
+        contrastive_loss: contrastive.map_or(0.0, |c| c.into_scalar().elem::<f64>()),
+        correct,
+    };
+    Ok((model, stats))
 }
 
 fn progress_bar(enabled: bool, steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
