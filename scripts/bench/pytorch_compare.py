@@ -24,6 +24,7 @@ Needs: torch, open_clip_torch, pillow, numpy (scripts/fixtures/requirements.txt)
 """
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -341,20 +342,37 @@ def workload_keys(args):
 # ------------------------------------------------------------------------------------------
 
 def peak_rss_mib(cmd, env=None):
+    """Peak resident memory of a command, from its VmHWM polled in /proc. (The rusage of a
+    child is no good here: Linux carries the forking parent's high-water mark into the child's
+    `ru_maxrss` across fork and exec, and this parent holds PyTorch models.)"""
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"{cmd} exited with status {status}")
-    return usage.ru_maxrss / 1024.0  # KiB on Linux
+    peak_kib = 0
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        # The last reading, not the maximum: a child may reset its mark.
+                        peak_kib = int(line.split()[1])
+        except OSError:
+            pass
+        time.sleep(0.05)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd} exited with status {proc.returncode}")
+    return peak_kib / 1024.0
 
 
 def memory_results(args, exes):
+    """Peak RSS of ViT-B/16 inference at batch 8 and of a training step, ours and PyTorch's,
+    with PyTorch's resident size right after `import torch, open_clip` for reference."""
     rows = []
+    libraries = peak_rss_mib([sys.executable, __file__, "--child", "imports", "--threads", str(args.threads)])
+    print(f"PyTorch + open_clip after import: {libraries:.0f} MiB", flush=True)
     cases = [("image_encoder/vit-b-16/b8", "encoders"), (f"train_step/vit-b-16/b{args.batch_train}", "train_step")]
     for key, target in cases:
         ours = peak_rss_mib([exes[target], "--bench", "--profile-time", "5", f"^{key}$"], rust_env(args))
         theirs = peak_rss_mib([sys.executable, __file__, "--child", key, "--threads", str(args.threads)])
-        rows.append((key, ours, theirs))
+        rows.append((key, ours, theirs, libraries))
         print(f"peak RSS {key:<32} ours {ours:8.0f} MiB   PyTorch {theirs:8.0f} MiB", flush=True)
     return rows
 
@@ -362,15 +380,22 @@ def memory_results(args, exes):
 def child(key, threads):
     """One workload for a few seconds, for peak-memory measurement."""
     import torch
+    import open_clip  # noqa: F401 (part of the baseline)
+    if key == "imports":
+        return
     torch.set_num_threads(threads)
     group, backbone, batch = key.split("/")
     batch = int(batch[1:])
     x = torch.randn(batch, 3, 224, 224)
     if group == "image_encoder":
-        model = open_clip_model(backbone)
+        # Our benchmark builds the image tower alone: drop the text tower and measure from here.
+        model = open_clip_model(backbone).visual
+        gc.collect()
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current resident size
         with torch.inference_mode():
             for _ in range(3):
-                model.encode_image(x)
+                model(x)
     else:
         model = HandIdTorch(backbone, torch.device("cpu"))
         labels = (torch.arange(batch) // 2) % CLASSES
@@ -406,6 +431,7 @@ def main():
     p.add_argument("--bf16", action="store_true", help="also time PyTorch inference in bf16")
     p.add_argument("--seconds", type=float, default=10.0, help="minimum timing per PyTorch workload")
     p.add_argument("--memory", action="store_true", help="also measure peak RSS (CPU)")
+    p.add_argument("--memory-only", action="store_true", help="only measure peak RSS")
     p.add_argument("--skip-rust", action="store_true")
     p.add_argument("--json", type=Path, help="write all figures here")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -423,7 +449,7 @@ def main():
     runner = PyTorchRunner(args)
     ours, theirs, extras = {}, {}, {}
     # Ours then PyTorch's, workload by workload, so that both see the same machine load.
-    for key, elements in workload_keys(args):
+    for key, elements in [] if args.memory_only else workload_keys(args):
         if not args.skip_rust:
             ours[key] = rust_workload(args, exes, key, elements)
         theirs[key], extras[key] = runner.run(key)
@@ -440,12 +466,12 @@ def main():
     for key, extra in extras.items():
         for name, value in extra.items():
             print(f"PyTorch {key} {name}: {value:.2f}")
-    memory = memory_results(args, exes) if args.memory and not args.skip_rust else []
+    memory = memory_results(args, exes) if (args.memory or args.memory_only) and not args.skip_rust else []
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "threads": args.threads, "ours": ours, "pytorch": theirs,
                                          "pytorch_extra": extras,
-                                         "peak_rss_mib": [{"workload": k, "ours": o, "pytorch": t}
-                                                          for k, o, t in memory]}, indent=2))
+                                         "peak_rss_mib": [{"workload": k, "ours": o, "pytorch": t, "pytorch_after_import": i}
+                                                          for k, o, t, i in memory]}, indent=2))
 
 
 if __name__ == "__main__":
