@@ -56,10 +56,10 @@ struct Args {
     weight_decay: f64,
     /// Base learning rate after warm-up (the paper's 5e-6 is for fine-tuning pretrained CLIP;
     /// this model is trained from scratch).
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 1e-3)]
     lr: f64,
     /// Images per optimiser step.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     batch_size: usize,
     /// Fraction of the identities used for training; the others are held out for the test.
     #[arg(long, default_value_t = 0.6)]

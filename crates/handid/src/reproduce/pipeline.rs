@@ -7,7 +7,8 @@
 //!   `runs.csv` (one line per run), `cell.json` (settings and mean scores) and, for the trained
 //!   scenarios, `train/` (the training run: config, metrics and the selected model in `best/`;
 //!   its resume checkpoints are removed once the cell is saved);
-//! - `table.md` (the rendered table), `summary.json` and `summary.csv` (every cell).
+//! - `table.md` (the rendered table), `summary.json` and `summary.csv` (every cell), rewritten
+//!   after each dataset of each row.
 //!
 //! A cell whose `cell.json` was written with the same settings (scenario, backbone, subset,
 //! split, weights, seed, runs, epochs, batch size, text mode) is not computed again, and an
@@ -266,13 +267,27 @@ pub fn reproduce<B: AutodiffBackend>(
                     }
                     cells.push(cell);
                 }
+                // Written after every dataset, so that a long run shows its table so far.
+                write_outputs(options, &table, &cells, &manifests, started)?;
             }
         }
     }
 
-    let rendered = table.render();
+    let (table_path, summary_path) = write_outputs(options, &table, &cells, &manifests, started)?;
+    Ok(ReproduceReport { cells, table, manifests, table_path, summary_path })
+}
+
+/// Writes `table.md`, `summary.json` and `summary.csv` of the cells done so far; returns the
+/// paths of the first two.
+fn write_outputs(
+    options: &ReproduceOptions,
+    table: &Table,
+    cells: &[CellRecord],
+    manifests: &[PathBuf],
+    started: Instant,
+) -> Result<(PathBuf, PathBuf), ReproduceError> {
     let table_path = options.out.join("table.md");
-    write_atomic(&table_path, rendered.as_bytes()).map_err(|e| io_error(&table_path, e))?;
+    write_atomic(&table_path, table.render().as_bytes()).map_err(|e| io_error(&table_path, e))?;
     let summary_path = options.out.join("summary.json");
     let summary = serde_json::json!({
         "seed": options.seed,
@@ -283,8 +298,8 @@ pub fn reproduce<B: AutodiffBackend>(
     });
     write_json(&summary_path, &summary)?;
     let csv_path = options.out.join("summary.csv");
-    write_atomic(&csv_path, summary_csv(&cells).as_bytes()).map_err(|e| io_error(&csv_path, e))?;
-    Ok(ReproduceReport { cells, table, manifests, table_path, summary_path })
+    write_atomic(&csv_path, summary_csv(cells).as_bytes()).map_err(|e| io_error(&csv_path, e))?;
+    Ok((table_path, summary_path))
 }
 
 fn check_options(options: &ReproduceOptions) -> Result<(), ReproduceError> {
