@@ -54,6 +54,16 @@ struct Args {
     /// Adam's coupled L2 weight decay (the paper's 5e-4 is for fine-tuning pretrained CLIP).
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
+    /// Base learning rate after warm-up (the paper's 5e-6 is for fine-tuning pretrained CLIP;
+    /// this model is trained from scratch).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Images per optimiser step.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Fraction of the identities used for training; the others are held out for the test.
+    #[arg(long, default_value_t = 0.6)]
+    train_fraction: f64,
     /// Seed of the data, the split, the initialisation and the training.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -154,8 +164,9 @@ fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<(), String> {
     synthetic.write_folders(&data_root).map_err(|e| e.to_string())?;
 
     let dataset = FolderDataset::open(&data_root).map_err(|e| e.to_string())?;
-    let manifest =
-        dataset.split(args.seed, &FolderSplitOptions { train_fraction: 0.6, runs: 10 }).map_err(|e| e.to_string())?;
+    let manifest = dataset
+        .split(args.seed, &FolderSplitOptions { train_fraction: args.train_fraction, runs: 10 })
+        .map_err(|e| e.to_string())?;
     manifest.save(&out.join("splits.json")).map_err(|e| e.to_string())?;
     let subset = &manifest.subsets[0];
     let classes = subset.train_classes();
@@ -184,11 +195,11 @@ fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<(), String> {
     let u = &untrained.subsets[0].summary;
     eprintln!("untrained: rank-1 {:.3}, mAP {:.3} (held-out identities)", u.rank1.mean, u.map_interpolated.mean);
 
-    let mut train_config = TrainConfig::paper(32);
+    let mut train_config = TrainConfig::paper(args.batch_size);
     train_config.epochs = args.epochs;
     // Trained from scratch, not fine-tuned: larger rates than the paper's 5e-6.
     train_config.schedule = LrSchedule {
-        base_lr: 5e-4,
+        base_lr: args.lr,
         warmup_epochs: 3,
         warmup_factor: 0.1,
         milestones: vec![args.epochs * 2 / 3],

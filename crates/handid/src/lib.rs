@@ -6,11 +6,14 @@
 //!   ranked candidate lists;
 //! - [`model`]: the CLIP-HandID model (inversion network, BN necks, classifiers, prompt);
 //! - [`loss`]: label-smoothed cross-entropy and supervised contrastive losses;
-//! - [`train`]: the training loop, schedule, checkpoints and resume.
+//! - [`train`]: the training loop, schedule, checkpoints and resume;
+//! - [`reproduce`]: the paper's Table I: published numbers, the pipeline that reproduces them and
+//!   the table with ours beside them.
 #![deny(missing_docs)]
 
 pub mod data;
 pub mod eval;
 pub mod loss;
 pub mod model;
+pub mod reproduce;
 pub mod train;
