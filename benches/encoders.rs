@@ -10,6 +10,8 @@
 //!   (`rn50-reid/b8`: layer4 stride 1, attention pool over a 14 x 14 grid);
 //! - group `text_encoder`: `b8`, eight 77-token prompts.
 //!
+//! `CLIP_HANDID_BENCH_BATCH=256` replaces the image batch sizes 1 and 8 (for a GPU).
+//!
 //! Throughput in elements (images or prompts) per second. The backend is the fastest compiled in
 //! (`cuda`, then `wgpu`, else `flex`); its name and thread count are printed first.
 //! `scripts/bench/pytorch_compare.py` runs the same workloads in PyTorch.
@@ -31,8 +33,14 @@ type B = clip_handid::backend::Wgpu;
 #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
 type B = clip_handid::backend::Cpu;
 
-/// Batch sizes of the image-encoder group.
-const IMAGE_BATCHES: [usize; 2] = [1, 8];
+/// Batch sizes of the image-encoder group; `CLIP_HANDID_BENCH_BATCH` replaces them with one
+/// (e.g. 256 on a GPU).
+fn image_batches() -> Vec<usize> {
+    match std::env::var("CLIP_HANDID_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).filter(|&b| b > 0) {
+        Some(batch) => vec![batch],
+        None => vec![1, 8],
+    }
+}
 
 /// Random normalised pixels `[batch, 3, 224, 224]`.
 fn pixels(batch: usize, device: &Device<B>) -> Tensor<B, 4> {
@@ -62,8 +70,8 @@ fn bench_image_encoders(c: &mut Criterion) {
                 other => other,
             };
         }
-        let batches: &[usize] = if reid { &[8] } else { &IMAGE_BATCHES };
-        for &batch in batches {
+        let batches = if reid { vec![8] } else { image_batches() };
+        for batch in batches {
             let input = pixels(batch, &device);
             group.throughput(Throughput::Elements(batch as u64));
             group.bench_function(BenchmarkId::new(name, format!("b{batch}")), |b| {
