@@ -107,7 +107,10 @@ pub fn train<B: AutodiffBackend>(
             config.batch_size
         )));
     }
-    let run = RunDir::prepare(&options.output_dir, config)?;
+    // Checkpoints hold the model and Adam's two moments; two are kept, one more is being
+    // written, and the best model is saved beside them: about ten f32 copies in the worst case.
+    let needed = model.num_params() as u64 * 4 * 10;
+    let run = RunDir::prepare(&options.output_dir, config, needed)?;
     let recorder = Rec::new();
     let mut optim = AdamConfig::new()
         .with_beta_1(config.beta_1)
@@ -267,13 +270,17 @@ struct RunDir {
 }
 
 impl RunDir {
-    /// Creates the directory (checking it is writable before any long work) and writes or
-    /// checks `config.json`.
-    fn prepare(root: &Path, config: &TrainConfig) -> Result<Self, TrainError> {
+    /// Creates the directory (checking before any long work that it is writable and has
+    /// `needed` bytes free) and writes or checks `config.json`.
+    fn prepare(root: &Path, config: &TrainConfig, needed: u64) -> Result<Self, TrainError> {
+        clip_burn::io::check_output_dir(root, needed).map_err(|e| io_err(root, e))?;
         std::fs::create_dir_all(root.join("checkpoints")).map_err(|e| io_err(root, e))?;
-        let probe = root.join(".write-test");
-        std::fs::write(&probe, b"ok").map_err(|e| io_err(root, format!("output directory is not writable: {e}")))?;
-        let _ = std::fs::remove_file(probe);
+        // A run killed between the two renames of `write_dir_atomically` left the previous
+        // best model aside; it is the one the last checkpoint's state refers to.
+        let (best, old_best) = (root.join("best"), root.join(".old-best"));
+        if !best.exists() && old_best.is_dir() {
+            std::fs::rename(&old_best, &best).map_err(|e| io_err(&best, e))?;
+        }
         let config_path = root.join("config.json");
         if config_path.exists() {
             let text = std::fs::read_to_string(&config_path).map_err(|e| io_err(&config_path, e))?;
