@@ -353,9 +353,12 @@ impl Checkpoint {
         if let Some((tensor, dtype)) = self.other.iter().find(|(name, _)| !map.is_ignored(name)) {
             return Err(WeightsError::Dtype { path: self.path.clone(), tensor: tensor.clone(), dtype: dtype.clone() });
         }
-        // What the model expects, keyed by Burn path.
-        let mut expected: BTreeMap<String, Vec<usize>> =
-            module.collect(None, None, true).into_iter().map(|s| (s.full_path(), s.shape.to_vec())).collect();
+        // What the model expects, keyed by Burn path. Read from the parameters' declared shapes
+        // without initialising them: an architecture inferred from a lying file (a zero-sized
+        // `[1000000000, 0]` tensor) would otherwise allocate gigabytes before the mismatch is seen.
+        let mut shapes = LazyShapes::default();
+        module.visit(&mut shapes);
+        let mut expected = shapes.shapes;
 
         let mut unexpected = Vec::new();
         let mut mis_shaped = Vec::new();
@@ -396,6 +399,50 @@ impl Checkpoint {
             });
         }
         Ok(module)
+    }
+}
+
+/// Parameter shapes by dotted path (enum variant names left out, as `collect(.., true)` does),
+/// read without initialising lazily initialised parameters.
+#[derive(Default)]
+struct LazyShapes {
+    path: Vec<String>,
+    /// Whether each entered module added a path component.
+    pushed: Vec<bool>,
+    shapes: BTreeMap<String, Vec<usize>>,
+}
+
+impl LazyShapes {
+    fn record(&mut self, shape: burn::tensor::Shape) {
+        self.shapes.insert(self.path.join("."), shape.to_vec());
+    }
+}
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for LazyShapes {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        let push = !container_type.starts_with("Enum:");
+        if push {
+            self.path.push(name.to_string());
+        }
+        self.pushed.push(push);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        if self.pushed.pop() == Some(true) {
+            self.path.pop();
+        }
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+        self.record(param.lazy_shape());
+    }
+
+    fn visit_int<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D, Int>>) {
+        self.record(param.lazy_shape());
+    }
+
+    fn visit_bool<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D, Bool>>) {
+        self.record(param.lazy_shape());
     }
 }
 
