@@ -146,3 +146,96 @@ fn architecture_is_inferred_from_shapes_or_refused() {
     let err = Clip::<B>::from_safetensors(&path, &Default::default()).unwrap_err().to_string();
     assert!(err.contains("novisual.safetensors: cannot determine the CLIP architecture"), "{err}");
 }
+
+/// A safetensors file: `header_len` as stored (the real length if `None`), then `header`, then `data`.
+fn raw_safetensors(name: &str, header: &str, header_len: Option<u64>, data: &[u8]) -> PathBuf {
+    let mut bytes = header_len.unwrap_or(header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    let path = scratch(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn headers_that_lie_about_sizes_or_offsets_are_refused() {
+    let one = r#"{"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+    let cases = [
+        // The length prefix claims more header than the file holds, or an absurd amount.
+        raw_safetensors("long_prefix.safetensors", one, Some(1 << 20), &[0; 8]),
+        raw_safetensors("huge_prefix.safetensors", one, Some(u64::MAX), &[0; 8]),
+        // Offsets past the end of the data.
+        raw_safetensors(
+            "past_end.safetensors",
+            r#"{"t":{"dtype":"F32","shape":[2],"data_offsets":[0,4000]}}"#,
+            None,
+            &[0; 8],
+        ),
+        // Offsets that do not span shape x dtype bytes.
+        raw_safetensors(
+            "wrong_span.safetensors",
+            r#"{"t":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}"#,
+            None,
+            &[0; 8],
+        ),
+        // Two tensors sharing bytes.
+        raw_safetensors(
+            "overlap.safetensors",
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            None,
+            &[0; 12],
+        ),
+        // A shape whose element count overflows.
+        raw_safetensors(
+            "overflow.safetensors",
+            r#"{"t":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#,
+            None,
+            &[0; 8],
+        ),
+        // Not JSON, and an unknown dtype.
+        raw_safetensors("not_json.safetensors", "{\"t\": [1, 2", None, &[]),
+        raw_safetensors(
+            "dtype.safetensors",
+            r#"{"t":{"dtype":"F128","shape":[1],"data_offsets":[0,16]}}"#,
+            None,
+            &[0; 16],
+        ),
+    ];
+    for path in cases {
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let err = load(&path).unwrap_err();
+        assert!(matches!(err, ClipError::Weights(WeightsError::Format { .. })), "{name}: {err}");
+        assert!(err.to_string().contains(&format!("{name}: not a valid safetensors file")), "{err}");
+    }
+}
+
+#[test]
+fn an_inferred_architecture_that_cannot_be_built_is_refused() {
+    // The tiny ViT's text width is 32: OpenAI's rule (heads = width / 64) gives no heads.
+    let err = Clip::<B>::from_file(&fixture("vit_tiny").join("weights.safetensors"), &Default::default()).unwrap_err();
+    assert!(matches!(err, ClipError::Weights(WeightsError::Architecture { .. })), "{err}");
+    assert!(err.to_string().contains("text.heads must be at least 1"), "{err}");
+}
+
+#[test]
+fn a_zero_sized_tensor_claiming_a_huge_architecture_allocates_nothing() {
+    // `ln_final.weight` of shape [1048576, 0] costs no bytes but makes the inferred text width
+    // 2^20 (16384 heads): a model of that size would need hundreds of gigabytes. The shapes
+    // must be compared before any parameter is initialised.
+    let path = edited_weights("zero_sized.safetensors", |t| {
+        for key in ["ln_final.weight", "visual.conv1.weight"] {
+            let (d, s, _) = t.remove(key).unwrap();
+            let mut shape = s.clone();
+            shape[0] = 1 << 20;
+            shape[1..].iter_mut().take(1).for_each(|x| *x = 0);
+            if shape.len() == 1 {
+                shape.push(0);
+            }
+            t.insert(key.into(), (d, shape, Vec::new()));
+        }
+    });
+    let err = Clip::<B>::from_file(&path, &Default::default()).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, ClipError::Weights(WeightsError::Mismatch { .. })), "{message}");
+    assert!(message.contains("zero_sized.safetensors") && message.contains("ln_final.weight"), "{message}");
+}
