@@ -122,9 +122,9 @@ fn output_locations_that_cannot_be_written_are_refused_up_front() {
     std::fs::write(&file, b"a regular file").unwrap();
     // Below a regular file: fails even for root, who ignores permission bits.
     let err = clip_handid::io::check_output_file(&file.join("embeddings.safetensors"), 1024).unwrap_err();
-    assert!(err.to_string().contains("cannot create the output directory"), "{err}");
+    assert!(err.to_string().contains("file.txt is a file, not a directory"), "{err}");
     let err = clip_handid::io::check_output_dir(&file, 0).unwrap_err();
-    assert!(err.to_string().contains("cannot create the output directory"), "{err}");
+    assert!(err.to_string().contains("file.txt is a file, not a directory"), "{err}");
 
     // A read-only directory, where permissions are enforced (not as root).
     #[cfg(unix)]

@@ -239,3 +239,15 @@ fn a_zero_sized_tensor_claiming_a_huge_architecture_allocates_nothing() {
     assert!(matches!(err, ClipError::Weights(WeightsError::Mismatch { .. })), "{message}");
     assert!(message.contains("zero_sized.safetensors") && message.contains("ln_final.weight"), "{message}");
 }
+
+#[test]
+fn files_that_are_plainly_something_else_say_what_they_look_like() {
+    let html = scratch("page.safetensors");
+    std::fs::write(&html, b"<html><body>404 Not Found</body></html>").unwrap();
+    let message = load(&html).unwrap_err().to_string();
+    assert!(message.contains("page.safetensors") && message.contains("a web page or error message"), "{message}");
+    let legacy = scratch("legacy.pt");
+    std::fs::write(&legacy, [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20]).unwrap();
+    let message = Clip::<B>::from_file(&legacy, &Default::default()).unwrap_err().to_string();
+    assert!(message.contains("legacy.pt") && message.contains("legacy (pre-1.6, non-zip) torch.save"), "{message}");
+}

@@ -49,6 +49,13 @@ pub fn write_atomic_with(
 /// which callers put in their own messages.
 pub fn check_output_dir(dir: &Path, needed_bytes: u64) -> std::io::Result<()> {
     let context = |what: &str, e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"));
+    // create_dir_all only says "File exists" or "Not a directory" when a file is in the way.
+    if let Some(file) = dir.ancestors().find(|a| a.exists() && !a.is_dir()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is a file, not a directory", file.display()),
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| context("cannot create the output directory", e))?;
     if !dir.is_dir() {
         return Err(std::io::Error::new(std::io::ErrorKind::NotADirectory, "the output path is not a directory"));
@@ -142,9 +149,9 @@ mod tests {
         let file = dir.join("file.txt");
         std::fs::write(&file, b"x").unwrap();
         let err = check_output_dir(&file.join("out"), 0).unwrap_err();
-        assert!(err.to_string().contains("cannot create the output directory"), "{err}");
+        assert!(err.to_string().ends_with("file.txt is a file, not a directory"), "{err}");
         let err = check_output_file(&file.join("emb.safetensors"), 0).unwrap_err();
-        assert!(err.to_string().contains("cannot create"), "{err}");
+        assert!(err.to_string().ends_with("file.txt is a file, not a directory"), "{err}");
         let err = check_output_file(&dir, 0).unwrap_err();
         assert!(err.to_string().contains("is a directory"), "{err}");
         check_output_file(&dir.join("emb.safetensors"), 1).unwrap();
