@@ -244,14 +244,14 @@ impl ClipConfig {
                 problems.push(format!("{name} = {value} exceeds the limit of {MAX_LAYERS}"));
             }
         }
-        if t.heads > 0 && t.width % t.heads != 0 {
+        if t.heads > 0 && !t.width.is_multiple_of(t.heads) {
             problems.push(format!("text.width {} is not divisible by text.heads {}", t.width, t.heads));
         }
         let (width, heads) = (self.vision.feature_width(), self.vision.heads());
-        if heads > 0 && width % heads != 0 {
+        if heads > 0 && !width.is_multiple_of(heads) {
             problems.push(format!("the image feature width {width} is not divisible by vision.heads {heads}"));
         }
-        if unit > 0 && image_size > 0 && image_size % unit != 0 {
+        if unit > 0 && image_size > 0 && !image_size.is_multiple_of(unit) {
             problems.push(format!("vision.image_size {image_size} is not a multiple of {unit_name} ({unit})"));
         }
         if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
