@@ -217,27 +217,49 @@ fn an_inferred_architecture_that_cannot_be_built_is_refused() {
     assert!(err.to_string().contains("text.heads must be at least 1"), "{err}");
 }
 
-#[test]
-fn a_zero_sized_tensor_claiming_a_huge_architecture_allocates_nothing() {
-    // `ln_final.weight` of shape [1048576, 0] costs no bytes but makes the inferred text width
-    // 2^20 (16384 heads): a model of that size would need hundreds of gigabytes. The shapes
-    // must be compared before any parameter is initialised.
-    let path = edited_weights("zero_sized.safetensors", |t| {
+/// The tiny ViT with `ln_final.weight` and `visual.conv1.weight` replaced by zero-sized
+/// tensors whose first dimension (the inferred text and image widths) is `width`: no bytes in
+/// the file, but a large model.
+fn zero_sized_widths(name: &str, width: usize) -> PathBuf {
+    edited_weights(name, |t| {
         for key in ["ln_final.weight", "visual.conv1.weight"] {
             let (d, s, _) = t.remove(key).unwrap();
-            let mut shape = s.clone();
-            shape[0] = 1 << 20;
-            shape[1..].iter_mut().take(1).for_each(|x| *x = 0);
-            if shape.len() == 1 {
-                shape.push(0);
-            }
+            let mut shape = vec![width, 0];
+            shape.extend_from_slice(&s[1..].iter().skip(1).copied().collect::<Vec<_>>());
             t.insert(key.into(), (d, shape, Vec::new()));
         }
-    });
+    })
+}
+
+/// Peak resident memory of this process so far, in MiB.
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
+}
+
+#[test]
+fn zero_sized_tensors_claiming_a_huge_architecture_allocate_nothing() {
+    // Width 2^20: the text MLP alone would have 2^42 elements; refused by the size limits.
+    let err = Clip::<B>::from_file(&zero_sized_widths("huge.safetensors", 1 << 20), &Default::default()).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, ClipError::Weights(WeightsError::Architecture { .. })), "{message}");
+    assert!(message.contains("huge.safetensors") && message.contains("more than the limit of 134217728"), "{message}");
+
+    // Width 2048 is within the limits but makes a model of about 1.2 GB: the shapes must be
+    // compared before any parameter is initialised, so nothing of that size is allocated.
+    let path = zero_sized_widths("wide.safetensors", 2048);
+    let before = peak_rss_mib();
     let err = Clip::<B>::from_file(&path, &Default::default()).unwrap_err();
+    let grown = peak_rss_mib().saturating_sub(before);
     let message = err.to_string();
     assert!(matches!(err, ClipError::Weights(WeightsError::Mismatch { .. })), "{message}");
-    assert!(message.contains("zero_sized.safetensors") && message.contains("ln_final.weight"), "{message}");
+    assert!(message.contains("wide.safetensors") && message.contains("ln_final.weight"), "{message}");
+    assert!(grown < 300, "refusing the file raised peak memory by {grown} MiB");
 }
 
 #[test]

@@ -14,6 +14,9 @@ use crate::error::ClipError;
 /// Largest width, vocabulary, context length or image side that [`ClipConfig::validate`]
 /// accepts (ViT-L/14 at 336 px uses at most 49,408).
 pub const MAX_DIMENSION: usize = 1 << 20;
+/// Largest number of elements of any one weight tensor that [`ClipConfig::validate`] accepts
+/// (2^27; OpenAI's largest, ViT-L/14's token embedding, has 38 million).
+pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 27;
 /// Largest number of transformer blocks (or ResNet bottlenecks) per tower that
 /// [`ClipConfig::validate`] accepts.
 pub const MAX_LAYERS: usize = 1024;
@@ -187,8 +190,9 @@ impl ClipConfig {
 
     /// Rejects an architecture that cannot be built or run, naming the field: a zero size, a
     /// width that its head count does not divide, an input side that is not a whole number of
-    /// patches (ViT) or of 32 pixels (ResNet), or a size beyond [`MAX_DIMENSION`] (no CLIP comes
-    /// near it; such values come from damaged or hostile files).
+    /// patches (ViT) or of 32 pixels (ResNet), a size beyond [`MAX_DIMENSION`] or
+    /// [`MAX_LAYERS`], or a weight tensor beyond [`MAX_TENSOR_ELEMENTS`] (no CLIP comes near
+    /// these; such values come from damaged or hostile files).
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
         let mut positive = |name: &str, value: usize| {
@@ -253,6 +257,29 @@ impl ClipConfig {
         }
         if unit > 0 && image_size > 0 && !image_size.is_multiple_of(unit) {
             problems.push(format!("vision.image_size {image_size} is not a multiple of {unit_name} ({unit})"));
+        }
+        // Some parameters are drawn when the model is built, before any weights are compared:
+        // bound every large tensor so that a hostile file cannot make that cost gigabytes.
+        let (tw, vw, embed) = (t.width as u128, self.vision.feature_width() as u128, self.embed_dim as u128);
+        let grid = match &self.vision {
+            VisionConfig::Vit(v) if v.patch_size > 0 => (v.image_size / v.patch_size) as u128,
+            VisionConfig::ResNet(r) => (r.image_size / 32) as u128,
+            VisionConfig::Vit(_) => 0,
+        };
+        for (name, elements) in [
+            ("the token embedding (text.vocab_size x text.width)", t.vocab_size as u128 * tw),
+            ("the text position embedding (text.context_length x text.width)", t.context_length as u128 * tw),
+            ("a text MLP weight (text.width x 4 text.width)", tw * 4 * tw),
+            ("the text projection (text.width x embed_dim)", tw * embed),
+            ("the image position embedding", (grid * grid + 1) * vw),
+            ("an image MLP or attention-pool weight", vw * 4 * vw),
+            ("the image projection", vw * embed),
+        ] {
+            if elements > MAX_TENSOR_ELEMENTS as u128 {
+                problems.push(format!(
+                    "{name} would have {elements} elements, more than the limit of {MAX_TENSOR_ELEMENTS}"
+                ));
+            }
         }
         if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }
