@@ -109,7 +109,7 @@ pub fn train<B: AutodiffBackend>(
     }
     // Checkpoints hold the model and Adam's two moments; two are kept, one more is being
     // written, and the best model is saved beside them: about ten f32 copies in the worst case.
-    let needed = model.num_params() as u64 * 4 * 10;
+    let needed = parameter_count(&model) as u64 * 4 * 10;
     let run = RunDir::prepare(&options.output_dir, config, needed)?;
     let recorder = Rec::new();
     let mut optim = AdamConfig::new()
@@ -241,6 +241,21 @@ pub fn train<B: AutodiffBackend>(
             model.load_file(run.best_dir().join("model"), &recorder, device).map_err(|e| io_err(&run.best_dir(), e))?;
     }
     Ok(TrainOutcome { model, history: state.history, selected_epoch, resumed_epochs, interrupted })
+}
+
+/// The number of float parameters, read from their declared shapes: `Module::num_params`
+/// would initialise lazily initialised parameters here, in visiting order, and so change the
+/// random values a fresh model starts from.
+fn parameter_count<B: Backend, M: Module<B>>(module: &M) -> usize {
+    struct Count(usize);
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Count {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+            self.0 += param.lazy_shape().num_elements();
+        }
+    }
+    let mut count = Count(0);
+    module.visit(&mut count);
+    count.0
 }
 
 fn progress_bar(enabled: bool, steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
