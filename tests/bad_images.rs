@@ -125,6 +125,20 @@ fn a_jpeg_declaring_a_huge_image_is_refused_before_decoding() {
 }
 
 #[test]
+fn a_tiny_file_declaring_tens_of_millions_of_pixels_is_refused() {
+    // Found by fuzzing: an 857-byte JPEG declaring 16396 x 4105 pixels (within MAX_PIXELS) took
+    // seconds to "decode" into 200 MB of grey.
+    let mut bytes = encode(&RgbImage::from_pixel(8, 8, Rgb([1, 2, 3])), ImageFormat::Jpeg);
+    let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).expect("baseline JPEG");
+    bytes[sof + 5..sof + 7].copy_from_slice(&4105u16.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&16396u16.to_be_bytes());
+    let err = decode_rgb(&bytes, Path::new("sparse.jpg")).unwrap_err();
+    assert!(matches!(err, PreprocessError::TooLarge { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("sparse.jpg") && message.contains("16396x4105") && message.contains("pixels per byte"));
+}
+
+#[test]
 fn other_formats_under_a_misleading_name_and_garbage_are_named() {
     let dir = TempDir::new("misnamed");
     let img = RgbImage::from_fn(5, 3, |x, y| Rgb([x as u8 * 50, y as u8 * 80, 3]));

@@ -40,6 +40,18 @@ use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits, RgbImag
 /// guards against decompression bombs (a small file declaring a huge image).
 pub const MAX_PIXELS: u64 = 100_000_000;
 
+/// Images above this many pixels must not declare more than [`MAX_PIXELS_PER_BYTE`] pixels per
+/// byte of file.
+pub const SPARSE_CHECK_PIXELS: u64 = 1 << 24;
+
+/// Most pixels per byte of file that [`load_rgb`] accepts for an image of more than
+/// [`SPARSE_CHECK_PIXELS`] pixels. A file of a few hundred bytes declaring tens of millions of
+/// pixels (found by fuzzing: 857 bytes of JPEG declaring 16396 x 4105) would otherwise cost
+/// seconds of decoding and hundreds of megabytes of pixels the file never held. Photographs
+/// compress to well under 100 pixels per byte; only a flat image in a lossless format could
+/// exceed the limit.
+pub const MAX_PIXELS_PER_BYTE: u64 = 4096;
+
 /// Per-channel normalisation applied after scaling pixel values to `[0, 1]`:
 /// `(value / 255 - mean[c]) / std[c]`, as torchvision's `ToTensor()` followed by `Normalize`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -609,7 +621,8 @@ impl PreprocessError {
 /// pipeline), which ignores it: a hand photographed with the phone turned would otherwise reach
 /// the model lying on its side. An unreadable EXIF block is ignored rather than refused.
 ///
-/// Images declaring more than [`MAX_PIXELS`] pixels are refused without decoding them, and a
+/// Images declaring more than [`MAX_PIXELS`] pixels, or more than [`MAX_PIXELS_PER_BYTE`] pixels
+/// per byte of file above [`SPARSE_CHECK_PIXELS`] pixels, are refused without decoding them, and a
 /// file cut short is an error ([`PreprocessError::Truncated`]), as in PIL, even where the
 /// decoder could fill in the missing part (JPEG without its end-of-image marker, WebP shorter
 /// than its header declares).
@@ -675,6 +688,17 @@ pub fn decode_image(bytes: &[u8], name: &Path) -> Result<DynamicImage, Preproces
             reason: format!(
                 "it declares {w}x{h} = {} pixels, more than the limit of {MAX_PIXELS}",
                 w as u64 * h as u64
+            ),
+        });
+    }
+    let pixels = w as u64 * h as u64;
+    if pixels > SPARSE_CHECK_PIXELS && pixels > bytes.len() as u64 * MAX_PIXELS_PER_BYTE {
+        return Err(PreprocessError::TooLarge {
+            path: path(),
+            reason: format!(
+                "it declares {w}x{h} = {pixels} pixels in only {} bytes, more than {MAX_PIXELS_PER_BYTE} pixels per \
+                 byte (a damaged or crafted file: a real photograph that size is far larger)",
+                bytes.len()
             ),
         });
     }
