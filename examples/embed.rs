@@ -58,6 +58,10 @@ fn run(args: Args) -> Result<(), String> {
             }
             None => Clip::<B>::from_safetensors(&args.weights, &device).map_err(|e| e.to_string())?,
         };
+        // Refuse an unwritable or full destination before embedding, not after.
+        let needed = (args.images.len() * config.embed_dim * 4) as u64;
+        clip_handid::io::check_output_file(&args.out, needed)
+            .map_err(|e| format!("{}: cannot write the embeddings there: {e}", args.out.display()))?;
         let transform = Transform::Clip { size: config.vision.image_size() as u32 };
         let bar = ProgressBar::new(args.images.len() as u64).with_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} images {elapsed_precise} eta {eta}")

@@ -147,6 +147,16 @@ fn draw_rankings<B: Backend>(
 fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<(), String> {
     let started = Instant::now();
     let out = &args.out;
+    // Settings and the output directory are checked before minutes of work, not after. The
+    // default run writes about 20 MB (images, checkpoints, pictures).
+    let clip_config = tiny_clip(&args.backbone)?;
+    let scenario = match args.scenario.as_str() {
+        "clip-handid" => Scenario::ClipHandId,
+        "fine-tune" => Scenario::FineTune,
+        other => return Err(format!("unknown scenario `{other}`; expected clip-handid or fine-tune")),
+    };
+    clip_handid::io::check_output_dir(out, 64 << 20)
+        .map_err(|e| format!("{}: cannot write the results there: {e}", out.display()))?;
     let data_root = out.join("data");
     let synthetic = SyntheticHands {
         identities: args.identities,
@@ -187,7 +197,7 @@ fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<(), String> {
 
     type AD<B> = Autodiff<B>;
     AD::<B>::seed(device, args.seed);
-    let mut config = HandIdConfig::new(tiny_clip(&args.backbone)?, classes.identities.len());
+    let mut config = HandIdConfig::new(clip_config, classes.identities.len());
     config.input_size = [SIZE, SIZE];
     let model = HandIdModel::<AD<B>>::new(&config, device).map_err(|e| e.to_string())?;
 
@@ -210,11 +220,7 @@ fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<(), String> {
     train_config.augment.crop = [SIZE as u32, SIZE as u32];
     train_config.seed = args.seed;
     train_config.weight_decay = args.weight_decay;
-    train_config.scenario = match args.scenario.as_str() {
-        "clip-handid" => Scenario::ClipHandId,
-        "fine-tune" => Scenario::FineTune,
-        other => return Err(format!("unknown scenario `{other}`; expected clip-handid or fine-tune")),
-    };
+    train_config.scenario = scenario;
     let run_dir = out.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
     let options = TrainOptions { output_dir: run_dir.clone(), progress: true, stop_after_epochs: None };

@@ -204,6 +204,9 @@ fn run(args: Args) -> Result<(), String> {
         match &args.command {
             Command::Build { append, identity_from_folder, inputs, .. } => {
                 let images = collect_images(inputs)?;
+                let needed = (images.len() * (config.vision.feature_width() + config.embed_dim) * 4) as u64;
+                clip_handid::io::check_output_file(&model_args.index, needed)
+                    .map_err(|e| format!("{}: cannot write the index there: {e}", model_args.index.display()))?;
                 let mut index = if *append {
                     let index = GalleryIndex::load(&model_args.index).map_err(|e| e.to_string())?;
                     check_same_model(&model_args.index, index.model(), &info)?;
@@ -238,6 +241,10 @@ fn run(args: Args) -> Result<(), String> {
             Command::Query { k, out, queries, .. } => {
                 let index = GalleryIndex::load(&model_args.index).map_err(|e| e.to_string())?;
                 check_same_model(&model_args.index, index.model(), &info)?;
+                if let Some(out) = out {
+                    clip_handid::io::check_output_file(out, 0)
+                        .map_err(|e| format!("{}: cannot write the ranked candidates there: {e}", out.display()))?;
+                }
                 let bar = progress_bar(queries.len());
                 let features = extract_features(&model, queries, &transform, &options, &device, |done| {
                     bar.set_position(done as u64)

@@ -28,6 +28,9 @@ pub enum EmbedError {
     /// Nothing to embed.
     #[error("no images given")]
     NoImages,
+    /// A setting that cannot work (batch size 0, a transform whose size the model cannot take).
+    #[error("invalid embedding settings: {0}")]
+    InvalidInput(String),
 }
 
 /// Stacks preprocessed images `[3, h, w]` into a batch tensor `[n, 3, h, w]`.
@@ -39,7 +42,8 @@ pub fn pixels_to_tensor<B: Backend>(images: &[PixelArray], device: &B::Device) -
 
 /// CLIP image embeddings `[n, embed_dim]` (row-major) of `paths`, preprocessed with
 /// `transform`, encoded `batch_size` images at a time; `progress` is called after each batch
-/// with the number of images done.
+/// with the number of images done. A batch size of 0, or a transform whose output size is not
+/// the model's input size, is an [`EmbedError::InvalidInput`].
 pub fn embed_images<B: Backend>(
     model: &Clip<B>,
     paths: &[PathBuf],
@@ -51,15 +55,25 @@ pub fn embed_images<B: Backend>(
     if paths.is_empty() {
         return Err(EmbedError::NoImages);
     }
+    if batch_size == 0 {
+        return Err(EmbedError::InvalidInput("the batch size must be at least 1".into()));
+    }
+    let (h, w) = transform.output_size();
+    let [model_h, model_w] = model.visual.input_size();
+    if (h, w) != (model_h, model_w) {
+        return Err(EmbedError::InvalidInput(format!(
+            "the transform gives {h}x{w} images but the model takes {model_h}x{model_w}"
+        )));
+    }
     let mut out = Vec::new();
     let mut dim = 0;
-    for (i, chunk) in paths.chunks(batch_size.max(1)).enumerate() {
+    for (i, chunk) in paths.chunks(batch_size).enumerate() {
         let pixels: Vec<PixelArray> =
             chunk.par_iter().map(|p| load_rgb(p).map(|img| transform.apply(&img))).collect::<Result<_, _>>()?;
         let embedding = model.encode_image(pixels_to_tensor(&pixels, device)); // [batch, embed_dim]
         dim = embedding.dims()[1];
         out.extend(embedding.into_data().convert::<f32>().to_vec::<f32>().expect("f32 embeddings"));
-        progress((i * batch_size.max(1) + chunk.len()).min(paths.len()));
+        progress((i * batch_size + chunk.len()).min(paths.len()));
     }
     Ok((out, dim))
 }

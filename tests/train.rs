@@ -153,6 +153,27 @@ fn a_run_interrupted_and_resumed_ends_exactly_like_an_uninterrupted_one() {
 }
 
 #[test]
+fn a_run_killed_while_replacing_its_best_model_resumes() {
+    let _serial = serial();
+    let device = Default::default();
+    let (train_data, val_data) = (data(3), data(1));
+    let config = config(TextMode::Paper, 3);
+    let dir = scratch("killed-best");
+    let mut first = options(&dir);
+    first.stop_after_epochs = Some(2);
+    train(model(TextMode::Paper, 7), &train_data, &val_data, &config, &first, &device).unwrap();
+    // Killed between the two renames that replace best/: the old copy is aside, the new one
+    // half written.
+    std::fs::rename(dir.join("best"), dir.join(".old-best")).unwrap();
+    std::fs::create_dir_all(dir.join(".tmp-best")).unwrap();
+    std::fs::write(dir.join(".tmp-best/model.mpk"), b"half a file").unwrap();
+    let resumed = train(model(TextMode::Paper, 8), &train_data, &val_data, &config, &options(&dir), &device).unwrap();
+    assert_eq!((resumed.resumed_epochs, resumed.history.len()), (2, 3));
+    assert!(dir.join("best/model.mpk").is_file() && !dir.join(".old-best").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn divergence_and_bad_settings_stop_with_a_clear_error() {
     let _serial = serial();
     let device = Default::default();

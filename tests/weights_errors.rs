@@ -146,3 +146,130 @@ fn architecture_is_inferred_from_shapes_or_refused() {
     let err = Clip::<B>::from_safetensors(&path, &Default::default()).unwrap_err().to_string();
     assert!(err.contains("novisual.safetensors: cannot determine the CLIP architecture"), "{err}");
 }
+
+/// A safetensors file: `header_len` as stored (the real length if `None`), then `header`, then `data`.
+fn raw_safetensors(name: &str, header: &str, header_len: Option<u64>, data: &[u8]) -> PathBuf {
+    let mut bytes = header_len.unwrap_or(header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    let path = scratch(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn headers_that_lie_about_sizes_or_offsets_are_refused() {
+    let one = r#"{"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+    let cases = [
+        // The length prefix claims more header than the file holds, or an absurd amount.
+        raw_safetensors("long_prefix.safetensors", one, Some(1 << 20), &[0; 8]),
+        raw_safetensors("huge_prefix.safetensors", one, Some(u64::MAX), &[0; 8]),
+        // Offsets past the end of the data.
+        raw_safetensors(
+            "past_end.safetensors",
+            r#"{"t":{"dtype":"F32","shape":[2],"data_offsets":[0,4000]}}"#,
+            None,
+            &[0; 8],
+        ),
+        // Offsets that do not span shape x dtype bytes.
+        raw_safetensors(
+            "wrong_span.safetensors",
+            r#"{"t":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}"#,
+            None,
+            &[0; 8],
+        ),
+        // Two tensors sharing bytes.
+        raw_safetensors(
+            "overlap.safetensors",
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            None,
+            &[0; 12],
+        ),
+        // A shape whose element count overflows.
+        raw_safetensors(
+            "overflow.safetensors",
+            r#"{"t":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#,
+            None,
+            &[0; 8],
+        ),
+        // Not JSON, and an unknown dtype.
+        raw_safetensors("not_json.safetensors", "{\"t\": [1, 2", None, &[]),
+        raw_safetensors(
+            "dtype.safetensors",
+            r#"{"t":{"dtype":"F128","shape":[1],"data_offsets":[0,16]}}"#,
+            None,
+            &[0; 16],
+        ),
+    ];
+    for path in cases {
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let err = load(&path).unwrap_err();
+        assert!(matches!(err, ClipError::Weights(WeightsError::Format { .. })), "{name}: {err}");
+        assert!(err.to_string().contains(&format!("{name}: not a valid safetensors file")), "{err}");
+    }
+}
+
+#[test]
+fn an_inferred_architecture_that_cannot_be_built_is_refused() {
+    // The tiny ViT's text width is 32: OpenAI's rule (heads = width / 64) gives no heads.
+    let err = Clip::<B>::from_file(&fixture("vit_tiny").join("weights.safetensors"), &Default::default()).unwrap_err();
+    assert!(matches!(err, ClipError::Weights(WeightsError::Architecture { .. })), "{err}");
+    assert!(err.to_string().contains("text.heads must be at least 1"), "{err}");
+}
+
+/// The tiny ViT with `ln_final.weight` and `visual.conv1.weight` replaced by zero-sized
+/// tensors whose first dimension (the inferred text and image widths) is `width`: no bytes in
+/// the file, but a large model.
+fn zero_sized_widths(name: &str, width: usize) -> PathBuf {
+    edited_weights(name, |t| {
+        for key in ["ln_final.weight", "visual.conv1.weight"] {
+            let (d, s, _) = t.remove(key).unwrap();
+            let mut shape = vec![width, 0];
+            shape.extend_from_slice(&s[1..].iter().skip(1).copied().collect::<Vec<_>>());
+            t.insert(key.into(), (d, shape, Vec::new()));
+        }
+    })
+}
+
+/// Peak resident memory of this process so far, in MiB.
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
+}
+
+#[test]
+fn zero_sized_tensors_claiming_a_huge_architecture_allocate_nothing() {
+    // Width 2^20: the text MLP alone would have 2^42 elements; refused by the size limits.
+    let err = Clip::<B>::from_file(&zero_sized_widths("huge.safetensors", 1 << 20), &Default::default()).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, ClipError::Weights(WeightsError::Architecture { .. })), "{message}");
+    assert!(message.contains("huge.safetensors") && message.contains("more than the limit of 134217728"), "{message}");
+
+    // Width 2048 is within the limits but makes a model of about 1.2 GB: the shapes must be
+    // compared before any parameter is initialised, so nothing of that size is allocated.
+    let path = zero_sized_widths("wide.safetensors", 2048);
+    let before = peak_rss_mib();
+    let err = Clip::<B>::from_file(&path, &Default::default()).unwrap_err();
+    let grown = peak_rss_mib().saturating_sub(before);
+    let message = err.to_string();
+    assert!(matches!(err, ClipError::Weights(WeightsError::Mismatch { .. })), "{message}");
+    assert!(message.contains("wide.safetensors") && message.contains("ln_final.weight"), "{message}");
+    assert!(grown < 300, "refusing the file raised peak memory by {grown} MiB");
+}
+
+#[test]
+fn files_that_are_plainly_something_else_say_what_they_look_like() {
+    let html = scratch("page.safetensors");
+    std::fs::write(&html, b"<html><body>404 Not Found</body></html>").unwrap();
+    let message = load(&html).unwrap_err().to_string();
+    assert!(message.contains("page.safetensors") && message.contains("a web page or error message"), "{message}");
+    let legacy = scratch("legacy.pt");
+    std::fs::write(&legacy, [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20]).unwrap();
+    let message = Clip::<B>::from_file(&legacy, &Default::default()).unwrap_err().to_string();
+    assert!(message.contains("legacy.pt") && message.contains("legacy (pre-1.6, non-zip) torch.save"), "{message}");
+}

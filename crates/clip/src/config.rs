@@ -11,6 +11,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ClipError;
 
+/// Largest width, vocabulary, context length or image side that [`ClipConfig::validate`]
+/// accepts (ViT-L/14 at 336 px uses at most 49,408).
+pub const MAX_DIMENSION: usize = 1 << 20;
+/// Largest number of elements of any one weight tensor that [`ClipConfig::validate`] accepts
+/// (2^27; OpenAI's largest, ViT-L/14's token embedding, has 38 million).
+pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 27;
+/// Largest number of transformer blocks (or ResNet bottlenecks) per tower that
+/// [`ClipConfig::validate`] accepts.
+pub const MAX_LAYERS: usize = 1024;
+
 /// A complete CLIP architecture: image tower, text tower and the shared embedding size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClipConfig {
@@ -92,6 +102,14 @@ impl VisionConfig {
         }
     }
 
+    /// Attention heads (ViT blocks, or the ResNet's attention pool).
+    pub fn heads(&self) -> usize {
+        match self {
+            VisionConfig::Vit(c) => c.heads,
+            VisionConfig::ResNet(c) => c.heads,
+        }
+    }
+
     /// Side of the square input the checkpoint was trained on.
     pub fn image_size(&self) -> usize {
         match self {
@@ -160,11 +178,110 @@ impl ClipConfig {
         Self { embed_dim, vision: VisionConfig::ResNet(vision), text }
     }
 
-    /// Reads a `config.json` in the format of `FIXTURES.md` section 1.
+    /// Reads a `config.json` in the format of `FIXTURES.md` section 1 and checks it with
+    /// [`validate`](Self::validate).
     pub fn from_json_file(path: &Path) -> Result<Self, ClipError> {
         let text = std::fs::read_to_string(path).map_err(|e| ClipError::io(path, e))?;
-        serde_json::from_str(&text)
-            .map_err(|e| ClipError::Config { path: path.display().to_string(), reason: e.to_string() })
+        let config: Self = serde_json::from_str(&text)
+            .map_err(|e| ClipError::Config { path: path.display().to_string(), reason: e.to_string() })?;
+        config.validate().map_err(|reason| ClipError::Config { path: path.display().to_string(), reason })?;
+        Ok(config)
+    }
+
+    /// Rejects an architecture that cannot be built or run, naming the field: a zero size, a
+    /// width that its head count does not divide, an input side that is not a whole number of
+    /// patches (ViT) or of 32 pixels (ResNet), a size beyond [`MAX_DIMENSION`] or
+    /// [`MAX_LAYERS`], or a weight tensor beyond [`MAX_TENSOR_ELEMENTS`] (no CLIP comes near
+    /// these; such values come from damaged or hostile files).
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        let mut positive = |name: &str, value: usize| {
+            if value == 0 {
+                problems.push(format!("{name} must be at least 1"));
+            } else if value > MAX_DIMENSION {
+                problems.push(format!("{name} = {value} exceeds the limit of {MAX_DIMENSION}"));
+            }
+        };
+        positive("embed_dim", self.embed_dim);
+        let t = &self.text;
+        for (name, value) in [
+            ("text.context_length", t.context_length),
+            ("text.vocab_size", t.vocab_size),
+            ("text.width", t.width),
+            ("text.heads", t.heads),
+        ] {
+            positive(name, value);
+        }
+        let (image_size, unit, unit_name) = match &self.vision {
+            VisionConfig::Vit(v) => {
+                for (name, value) in [
+                    ("vision.width", v.width),
+                    ("vision.heads", v.heads),
+                    ("vision.patch_size", v.patch_size),
+                    ("vision.image_size", v.image_size),
+                ] {
+                    positive(name, value);
+                }
+                (v.image_size, v.patch_size, "vision.patch_size")
+            }
+            VisionConfig::ResNet(r) => {
+                for (name, value) in [
+                    ("vision.width", r.width),
+                    ("vision.heads", r.heads),
+                    ("vision.image_size", r.image_size),
+                    ("vision.layers[0]", r.layers[0]),
+                    ("vision.layers[1]", r.layers[1]),
+                    ("vision.layers[2]", r.layers[2]),
+                    ("vision.layers[3]", r.layers[3]),
+                ] {
+                    positive(name, value);
+                }
+                (r.image_size, 32, "the ResNet's reduction 32")
+            }
+        };
+        let layers = match &self.vision {
+            VisionConfig::Vit(v) => v.layers,
+            VisionConfig::ResNet(r) => r.layers.iter().sum(),
+        };
+        for (name, value) in [("text.layers", t.layers), ("vision.layers", layers)] {
+            if value > MAX_LAYERS {
+                problems.push(format!("{name} = {value} exceeds the limit of {MAX_LAYERS}"));
+            }
+        }
+        if t.heads > 0 && !t.width.is_multiple_of(t.heads) {
+            problems.push(format!("text.width {} is not divisible by text.heads {}", t.width, t.heads));
+        }
+        let (width, heads) = (self.vision.feature_width(), self.vision.heads());
+        if heads > 0 && !width.is_multiple_of(heads) {
+            problems.push(format!("the image feature width {width} is not divisible by vision.heads {heads}"));
+        }
+        if unit > 0 && image_size > 0 && !image_size.is_multiple_of(unit) {
+            problems.push(format!("vision.image_size {image_size} is not a multiple of {unit_name} ({unit})"));
+        }
+        // Some parameters are drawn when the model is built, before any weights are compared:
+        // bound every large tensor so that a hostile file cannot make that cost gigabytes.
+        let (tw, vw, embed) = (t.width as u128, self.vision.feature_width() as u128, self.embed_dim as u128);
+        let grid = match &self.vision {
+            VisionConfig::Vit(v) if v.patch_size > 0 => (v.image_size / v.patch_size) as u128,
+            VisionConfig::ResNet(r) => (r.image_size / 32) as u128,
+            VisionConfig::Vit(_) => 0,
+        };
+        for (name, elements) in [
+            ("the token embedding (text.vocab_size x text.width)", t.vocab_size as u128 * tw),
+            ("the text position embedding (text.context_length x text.width)", t.context_length as u128 * tw),
+            ("a text MLP weight (text.width x 4 text.width)", tw * 4 * tw),
+            ("the text projection (text.width x embed_dim)", tw * embed),
+            ("the image position embedding", (grid * grid + 1) * vw),
+            ("an image MLP or attention-pool weight", vw * 4 * vw),
+            ("the image projection", vw * embed),
+        ] {
+            if elements > MAX_TENSOR_ELEMENTS as u128 {
+                problems.push(format!(
+                    "{name} would have {elements} elements, more than the limit of {MAX_TENSOR_ELEMENTS}"
+                ));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }
 
     /// Infers the architecture from the shapes of an OpenAI-format state dict, with the rules

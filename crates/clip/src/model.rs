@@ -45,6 +45,7 @@ impl<B: Backend> Clip<B> {
     pub fn from_file(path: &Path, device: &B::Device) -> Result<(Self, ClipConfig), ClipError> {
         let checkpoint = Checkpoint::read(path)?;
         let config = ClipConfig::infer(&checkpoint.shapes())
+            .and_then(|config| config.validate().map(|()| config))
             .map_err(|reason| WeightsError::Architecture { path: path.into(), reason })?;
         let model = checkpoint.load_into(Self::new(&config, device), &KeyMap::openai())?;
         Ok((model, config))
@@ -58,6 +59,7 @@ impl<B: Backend> Clip<B> {
         config: &ClipConfig,
         device: &B::Device,
     ) -> Result<Self, ClipError> {
+        config.validate().map_err(|reason| ClipError::InvalidInput(format!("invalid CLIP configuration: {reason}")))?;
         let checkpoint = Checkpoint::read(path)?;
         Ok(checkpoint.load_into(Self::new(config, device), &KeyMap::openai())?)
     }

@@ -31,6 +31,7 @@
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits, RgbImage};
 
 /// Largest number of pixels (width times height) that [`load_rgb`] accepts.
@@ -38,6 +39,18 @@ use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits, RgbImag
 /// An image whose header declares more is refused before its pixel buffer is allocated, which
 /// guards against decompression bombs (a small file declaring a huge image).
 pub const MAX_PIXELS: u64 = 100_000_000;
+
+/// Images above this many pixels must not declare more than [`MAX_PIXELS_PER_BYTE`] pixels per
+/// byte of file.
+pub const SPARSE_CHECK_PIXELS: u64 = 1 << 24;
+
+/// Most pixels per byte of file that [`load_rgb`] accepts for an image of more than
+/// [`SPARSE_CHECK_PIXELS`] pixels. A file of a few hundred bytes declaring tens of millions of
+/// pixels (found by fuzzing: 857 bytes of JPEG declaring 16396 x 4105) would otherwise cost
+/// seconds of decoding and hundreds of megabytes of pixels the file never held. Photographs
+/// compress to well under 100 pixels per byte; only a flat image in a lossless format could
+/// exceed the limit.
+pub const MAX_PIXELS_PER_BYTE: u64 = 4096;
 
 /// Per-channel normalisation applied after scaling pixel values to `[0, 1]`:
 /// `(value / 255 - mean[c]) / std[c]`, as torchvision's `ToTensor()` followed by `Normalize`.
@@ -142,6 +155,11 @@ pub enum Transform {
     /// CLIP zero-shot preprocessing: bicubic resize of the shorter side to `size` (the longer
     /// side becomes `int(size * long / short)`), centre crop to `size` x `size`, normalisation
     /// with [`CLIP_NORMALIZATION`]. Output shape `[3, size, size]`.
+    ///
+    /// An image more than [`MAX_CLIP_ASPECT`] times longer than wide (or the reverse) is first
+    /// centre-cropped to that aspect ratio: the centre crop keeps only the middle anyway, and
+    /// resizing a 1 x 100,000 strip's shorter side to 224 would need gigabytes. Such images
+    /// may then differ from torchvision's output by a rounding of the resampling step.
     Clip {
         /// Side of the square output, e.g. 224.
         size: u32,
@@ -182,6 +200,8 @@ impl Transform {
     pub fn apply(&self, img: &RgbImage) -> PixelArray {
         match *self {
             Transform::Clip { size } => {
+                let limited = limit_aspect(img, MAX_CLIP_ASPECT);
+                let img = limited.as_ref().unwrap_or(img);
                 let (w, h) = shorter_side_resize_dims(img.width(), img.height(), size);
                 let resized = resize_bicubic(img, w, h);
                 let cropped = center_crop(&resized, size, size);
@@ -192,6 +212,22 @@ impl Transform {
                 PixelArray::from_rgb(&resized, &IMAGENET_NORMALIZATION)
             }
         }
+    }
+}
+
+/// Largest ratio of the longer to the shorter side that [`Transform::Clip`] resizes as it is.
+pub const MAX_CLIP_ASPECT: u32 = 16;
+
+/// The centre of `img` cropped to at most `ratio` : 1, or `None` if it is within that already.
+fn limit_aspect(img: &RgbImage, ratio: u32) -> Option<RgbImage> {
+    let (w, h) = (img.width() as u64, img.height() as u64);
+    let ratio = ratio as u64;
+    if w > h * ratio {
+        Some(center_crop(img, h as u32, (h * ratio) as u32))
+    } else if h > w * ratio {
+        Some(center_crop(img, (w * ratio) as u32, w as u32))
+    } else {
+        None
     }
 }
 
@@ -555,15 +591,38 @@ pub enum PreprocessError {
     },
 }
 
+impl PreprocessError {
+    /// What is wrong, without the file name, for callers whose own message names the file.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Missing { .. } => "the file does not exist".into(),
+            Self::Unreadable { source, .. } => source.to_string(),
+            Self::NotAnImage { reason, .. } => {
+                format!("not an image in a supported format (JPEG, PNG, BMP, TIFF, WebP): {reason}")
+            }
+            Self::Truncated { reason, .. } => format!("truncated: {reason}"),
+            Self::Corrupt { reason, .. } => format!("corrupt: {reason}"),
+            Self::Unsupported { reason, .. } => format!("uses an unsupported feature: {reason}"),
+            Self::TooLarge { reason, .. } => format!("too large to decode: {reason}"),
+        }
+    }
+}
+
 /// Reads an image file and converts it to 8-bit RGB.
 ///
 /// The format is recognised from the content, not the file name. Grayscale is replicated to
 /// three channels and alpha is dropped (as PIL's `convert("RGB")`); 16-bit samples keep their
 /// high byte (as PIL does when it opens 16-bit RGB(A) PNGs; for 16-bit grayscale PIL instead
 /// saturates values above 255); floating-point samples are clamped to `[0, 1]` and scaled to
-/// `0..=255`. EXIF orientation is ignored, as by PIL's `Image.open`.
+/// `0..=255`. CMYK JPEGs are converted to RGB.
 ///
-/// Images declaring more than [`MAX_PIXELS`] pixels are refused without decoding them, and a
+/// The EXIF orientation (JPEG, PNG, TIFF, WebP) is applied, so the pixels are upright as a
+/// photo viewer shows them. This departs from PIL's `Image.open` (and so from the reference
+/// pipeline), which ignores it: a hand photographed with the phone turned would otherwise reach
+/// the model lying on its side. An unreadable EXIF block is ignored rather than refused.
+///
+/// Images declaring more than [`MAX_PIXELS`] pixels, or more than [`MAX_PIXELS_PER_BYTE`] pixels
+/// per byte of file above [`SPARSE_CHECK_PIXELS`] pixels, are refused without decoding them, and a
 /// file cut short is an error ([`PreprocessError::Truncated`]), as in PIL, even where the
 /// decoder could fill in the missing part (JPEG without its end-of-image marker, WebP shorter
 /// than its header declares).
@@ -586,6 +645,13 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, PreprocessError> {
 /// Decodes an image held in memory, as [`load_rgb`] does for a file; `name` is only used in
 /// error messages.
 pub fn decode_rgb(bytes: &[u8], name: &Path) -> Result<RgbImage, PreprocessError> {
+    decode_image(bytes, name).map(to_rgb8)
+}
+
+/// Decodes an image held in memory in its stored pixel format, with the checks of
+/// [`load_rgb`] (size limit, truncation) and its EXIF orientation applied; `name` is only used
+/// in error messages.
+pub fn decode_image(bytes: &[u8], name: &Path) -> Result<DynamicImage, PreprocessError> {
     let path = || name.to_path_buf();
     if bytes.is_empty() {
         return Err(PreprocessError::NotAnImage { path: path(), reason: "the file is empty".into() });
@@ -625,9 +691,23 @@ pub fn decode_rgb(bytes: &[u8], name: &Path) -> Result<RgbImage, PreprocessError
             ),
         });
     }
+    let pixels = w as u64 * h as u64;
+    if pixels > SPARSE_CHECK_PIXELS && pixels > bytes.len() as u64 * MAX_PIXELS_PER_BYTE {
+        return Err(PreprocessError::TooLarge {
+            path: path(),
+            reason: format!(
+                "it declares {w}x{h} = {pixels} pixels in only {} bytes, more than {MAX_PIXELS_PER_BYTE} pixels per \
+                 byte (a damaged or crafted file: a real photograph that size is far larger)",
+                bytes.len()
+            ),
+        });
+    }
     limits.reserve(decoder.total_bytes()).map_err(map)?;
-    let image = DynamicImage::from_decoder(decoder).map_err(map)?;
-    Ok(to_rgb8(image))
+    let mut decoder = decoder;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).map_err(map)?;
+    image.apply_orientation(orientation);
+    Ok(image)
 }
 
 /// Why a JPEG or WebP file is cut short, if it is; `None` for other formats (whose decoders

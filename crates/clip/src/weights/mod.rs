@@ -319,7 +319,7 @@ impl Checkpoint {
     /// Parses safetensors bytes; `path` is only used in error messages.
     pub fn from_safetensors_bytes(bytes: &[u8], path: &Path) -> Result<Self, WeightsError> {
         let file = SafeTensors::deserialize(bytes)
-            .map_err(|e| WeightsError::Format { path: path.into(), reason: e.to_string() })?;
+            .map_err(|e| WeightsError::Format { path: path.into(), reason: explain_format_error(bytes, e) })?;
         let mut tensors = BTreeMap::new();
         let mut other = Vec::new();
         for (name, view) in file.tensors() {
@@ -353,9 +353,12 @@ impl Checkpoint {
         if let Some((tensor, dtype)) = self.other.iter().find(|(name, _)| !map.is_ignored(name)) {
             return Err(WeightsError::Dtype { path: self.path.clone(), tensor: tensor.clone(), dtype: dtype.clone() });
         }
-        // What the model expects, keyed by Burn path.
-        let mut expected: BTreeMap<String, Vec<usize>> =
-            module.collect(None, None, true).into_iter().map(|s| (s.full_path(), s.shape.to_vec())).collect();
+        // What the model expects, keyed by Burn path. Read from the parameters' declared shapes
+        // without initialising them: an architecture inferred from a lying file (a zero-sized
+        // `[1000000000, 0]` tensor) would otherwise allocate gigabytes before the mismatch is seen.
+        let mut shapes = LazyShapes::default();
+        module.visit(&mut shapes);
+        let mut expected = shapes.shapes;
 
         let mut unexpected = Vec::new();
         let mut mis_shaped = Vec::new();
@@ -396,6 +399,74 @@ impl Checkpoint {
             });
         }
         Ok(module)
+    }
+}
+
+/// The safetensors parser's complaint, plus what the file looks like when it is plainly not
+/// safetensors (a web page saved by a failed download, an old PyTorch pickle, a cut-off file).
+pub(crate) fn explain_format_error(bytes: &[u8], error: impl std::fmt::Display) -> String {
+    let hint = if bytes.len() >= 2 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) {
+        "it looks like a legacy (pre-1.6, non-zip) torch.save pickle, which is not supported; re-save it with a \
+         recent PyTorch"
+            .to_string()
+    } else if bytes.len() < 8 {
+        format!("the file has only {} bytes", bytes.len())
+    } else if bytes.iter().take(64).all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()) && bytes[0] != b'{' {
+        let head: String = bytes.iter().take(32).map(|&b| b as char).collect();
+        format!("it starts with text ({head:?}): a web page or error message saved in place of the weights?")
+    } else {
+        let declared = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
+        let available = bytes.len() as u64 - 8;
+        if declared > available {
+            format!("its first 8 bytes declare a {declared}-byte header, but only {available} bytes follow")
+        } else {
+            return error.to_string();
+        }
+    };
+    format!("{error} ({hint})")
+}
+
+/// Parameter shapes by dotted path (enum variant names left out, as `collect(.., true)` does),
+/// read without initialising lazily initialised parameters.
+#[derive(Default)]
+struct LazyShapes {
+    path: Vec<String>,
+    /// Whether each entered module added a path component.
+    pushed: Vec<bool>,
+    shapes: BTreeMap<String, Vec<usize>>,
+}
+
+impl LazyShapes {
+    fn record(&mut self, shape: burn::tensor::Shape) {
+        self.shapes.insert(self.path.join("."), shape.to_vec());
+    }
+}
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for LazyShapes {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        let push = !container_type.starts_with("Enum:");
+        if push {
+            self.path.push(name.to_string());
+        }
+        self.pushed.push(push);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        if self.pushed.pop() == Some(true) {
+            self.path.pop();
+        }
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+        self.record(param.lazy_shape());
+    }
+
+    fn visit_int<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D, Int>>) {
+        self.record(param.lazy_shape());
+    }
+
+    fn visit_bool<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D, Bool>>) {
+        self.record(param.lazy_shape());
     }
 }
 

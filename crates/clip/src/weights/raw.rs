@@ -135,8 +135,9 @@ pub fn read_safetensors_raw(path: &Path) -> Result<RawFile, WeightsError> {
 
 pub(crate) fn safetensors_raw_from_bytes(bytes: &[u8], path: &Path) -> Result<RawFile, WeightsError> {
     let format = |reason: String| WeightsError::Format { path: path.into(), reason };
-    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| format(e.to_string()))?;
-    let file = SafeTensors::deserialize(bytes).map_err(|e| format(e.to_string()))?;
+    let explain = |e: safetensors::SafeTensorError| format(super::explain_format_error(bytes, e));
+    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(explain)?;
+    let file = SafeTensors::deserialize(bytes).map_err(explain)?;
     let mut tensors = BTreeMap::new();
     for (name, view) in file.tensors() {
         let tensor = RawTensor::new(view.dtype(), view.shape().to_vec(), view.data().to_vec())

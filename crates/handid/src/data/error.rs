@@ -34,7 +34,7 @@ pub enum DataError {
         source: std::io::Error,
     },
     /// A CSV file lacks required columns.
-    #[error("{} lacks the column(s) {} (its header has: {})", path.display(), missing.join(", "), found.join(", "))]
+    #[error("{} lacks the column(s) {} ({})", path.display(), missing.join(", "), describe_header(found))]
     MissingColumns {
         /// The CSV file.
         path: PathBuf,
@@ -175,6 +175,17 @@ pub enum DataError {
     /// An option of a split is out of range.
     #[error("invalid split option: {0}")]
     InvalidOption(String),
+}
+
+/// The header a CSV file does have, quoted so that control characters in a damaged file are
+/// shown escaped rather than sent to the terminal.
+fn describe_header(found: &[String]) -> String {
+    if found.iter().all(|h| h.is_empty()) {
+        "the file has no header line".to_string()
+    } else {
+        let quoted: Vec<String> = found.iter().map(|h| format!("{h:?}")).collect();
+        format!("its header has: {}", quoted.join(", "))
+    }
 }
 
 impl DataError {

@@ -75,7 +75,9 @@ where
 }
 
 /// Opens and decodes one image, with an error that names the file and says whether it is
-/// missing, empty, of an unknown format, truncated (JPEG without its end marker) or corrupt.
+/// missing, empty, of an unknown format, truncated (JPEG without its end marker), corrupt or
+/// too large. Decoding is [`clip_burn::preprocess::decode_image`]'s: images declaring more than
+/// [`clip_burn::preprocess::MAX_PIXELS`] pixels are refused and the EXIF orientation is applied.
 pub fn open_image(path: &Path) -> Result<DynamicImage, DataError> {
     let bytes = std::fs::read(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => DataError::MissingPath { path: path.to_path_buf(), what: "image" },
@@ -92,7 +94,8 @@ pub fn open_image(path: &Path) -> Result<DynamicImage, DataError> {
             bytes.len()
         )));
     }
-    image::load_from_memory_with_format(&bytes, format).map_err(|e| fail(e.to_string()))
+    // One decoder for the whole workspace: the same size limit and EXIF orientation as CLIP's.
+    clip_burn::preprocess::decode_image(&bytes, path).map_err(|e| fail(e.reason()))
 }
 
 /// Opens and decodes all images in parallel ([`load_parallel`] with [`open_image`]).

@@ -186,11 +186,16 @@ impl SyntheticHands {
             })?;
             for index in 0..self.images_per_identity {
                 let path = dir.join(format!("img_{index:02}.png"));
-                self.render(identity, index).save(&path).map_err(|e| DataError::Io {
-                    path: path.clone(),
-                    action: "write",
-                    source: std::io::Error::other(e),
-                })?;
+                // Written atomically: a run killed here leaves no truncated PNG to trip over later.
+                let mut png = Vec::new();
+                self.render(identity, index)
+                    .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                    .and_then(|()| clip_burn::io::write_atomic(&path, &png).map_err(image::ImageError::IoError))
+                    .map_err(|e| DataError::Io {
+                        path: path.clone(),
+                        action: "write",
+                        source: std::io::Error::other(e),
+                    })?;
             }
             Ok(())
         })

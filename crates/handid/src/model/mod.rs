@@ -151,6 +151,12 @@ impl<B: Backend> HandIdModel<B> {
         if prompt.ids.len() > config.clip.text.context_length {
             return Err(ModelError::Config("the prompt is longer than the text context".into()));
         }
+        if let Some(&id) = prompt.ids.iter().find(|&&id| id as usize >= config.clip.text.vocab_size) {
+            return Err(ModelError::Config(format!(
+                "the prompt's token id {id} is outside the text vocabulary of {}",
+                config.clip.text.vocab_size
+            )));
+        }
         Ok(Self {
             image_encoder,
             text_encoder: clip.text.no_grad(),
@@ -167,6 +173,8 @@ impl<B: Backend> HandIdModel<B> {
 
     /// A randomly initialised model (tests, synthetic-data demos).
     pub fn new(config: &HandIdConfig, device: &B::Device) -> Result<Self, ModelError> {
+        // Building layers of impossible sizes would panic inside Burn.
+        config.clip.validate().map_err(|e| ModelError::Config(format!("invalid CLIP configuration: {e}")))?;
         Self::from_clip(Clip::new(&config.clip, device), config, device)
     }
 

@@ -108,7 +108,10 @@ pub fn train<B: AutodiffBackend>(
             config.batch_size
         )));
     }
-    let run = RunDir::prepare(&options.output_dir, config)?;
+    // Checkpoints hold the model and Adam's two moments; two are kept, one more is being
+    // written, and the best model is saved beside them: about ten f32 copies in the worst case.
+    let needed = parameter_count(&model) as u64 * 4 * 10;
+    let run = RunDir::prepare(&options.output_dir, config, needed)?;
     let recorder = Rec::new();
     let mut optim = optimizer::<B>(config);
 
@@ -285,6 +288,21 @@ pub fn step<B: AutodiffBackend>(
     Ok((model, stats))
 }
 
+/// The number of float parameters, read from their declared shapes: `Module::num_params`
+/// would initialise lazily initialised parameters here, in visiting order, and so change the
+/// random values a fresh model starts from.
+fn parameter_count<B: Backend, M: Module<B>>(module: &M) -> usize {
+    struct Count(usize);
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Count {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+            self.0 += param.lazy_shape().num_elements();
+        }
+    }
+    let mut count = Count(0);
+    module.visit(&mut count);
+    count.0
+}
+
 fn progress_bar(enabled: bool, steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
     if !enabled {
         return ProgressBar::hidden();
@@ -312,13 +330,17 @@ struct RunDir {
 }
 
 impl RunDir {
-    /// Creates the directory (checking it is writable before any long work) and writes or
-    /// checks `config.json`.
-    fn prepare(root: &Path, config: &TrainConfig) -> Result<Self, TrainError> {
+    /// Creates the directory (checking before any long work that it is writable and has
+    /// `needed` bytes free) and writes or checks `config.json`.
+    fn prepare(root: &Path, config: &TrainConfig, needed: u64) -> Result<Self, TrainError> {
+        clip_burn::io::check_output_dir(root, needed).map_err(|e| io_err(root, e))?;
         std::fs::create_dir_all(root.join("checkpoints")).map_err(|e| io_err(root, e))?;
-        let probe = root.join(".write-test");
-        std::fs::write(&probe, b"ok").map_err(|e| io_err(root, format!("output directory is not writable: {e}")))?;
-        let _ = std::fs::remove_file(probe);
+        // A run killed between the two renames of `write_dir_atomically` left the previous
+        // best model aside; it is the one the last checkpoint's state refers to.
+        let (best, old_best) = (root.join("best"), root.join(".old-best"));
+        if !best.exists() && old_best.is_dir() {
+            std::fs::rename(&old_best, &best).map_err(|e| io_err(&best, e))?;
+        }
         let config_path = root.join("config.json");
         if config_path.exists() {
             let text = std::fs::read_to_string(&config_path).map_err(|e| io_err(&config_path, e))?;
