@@ -12,6 +12,7 @@ Workloads (criterion ids of `cargo bench`, see benches/*.rs):
   text_encoder/b8                                                    inference, 77 tokens
   train_step/{vit-b-16,rn50}/b4                                      one CLIP-HandID step
   pipeline/reid-224/{1-thread,all-threads}                           decode 1600x1200 JPEG + resize
+  metrics/5x10 from similarities                                     the protocol's metrics, 50 runs
 
 PyTorch side: open_clip models with random init (`create_model(..., pretrained=None)`, the
 `-quickgelu` variants that match OpenAI's checkpoints), fp32, `torch.inference_mode()` for
@@ -228,9 +229,49 @@ class PyTorchRunner:
             elements = batch
         elif group == "pipeline":
             return pipeline_pytorch(args, rest.endswith("1-thread")), extra
+        elif group == "metrics":
+            return metrics_numpy(args), extra
         else:
             raise ValueError(key)
         return elements / t, extra
+
+
+# Query and gallery sizes of the protocol (benches/evaluation.rs): four 11k subsets against the
+# 290-image combined gallery, HD's 1992 queries against 251 + 1342 distractor images.
+PROTOCOL_SIZES = [(971, 290, 71), (988, 290, 73), (917, 290, 71), (948, 290, 75), (1992, 1593, 251)]
+RUNS = 10
+
+
+def eval_func(distmat, q_pids, g_pids):
+    """The reference code's numpy evaluation (TransReID / CLIP-ReID `eval_func`): CMC and AP
+    per query from the full sorted gallery."""
+    import numpy as np
+    indices = np.argsort(distmat, axis=1)
+    matches = (g_pids[indices] == q_pids[:, None]).astype(np.int32)
+    cmc_all, aps = [], []
+    for q in range(distmat.shape[0]):
+        orig = matches[q]
+        cmc = orig.cumsum()
+        cmc[cmc > 1] = 1
+        cmc_all.append(cmc[:50])
+        hits = orig.cumsum() / np.arange(1, len(orig) + 1) * orig
+        aps.append(hits.sum() / orig.sum())
+    return np.asarray(cmc_all).mean(0), float(np.mean(aps))
+
+
+def metrics_numpy(args):
+    """Runs per second of the 5 datasets x 10 runs evaluation from precomputed similarities."""
+    import numpy as np
+    rng = np.random.default_rng(12345)
+    cases = []
+    for queries, gallery, ids in PROTOCOL_SIZES:
+        for _ in range(RUNS):
+            q = rng.integers(0, ids, queries)
+            g = np.concatenate([np.arange(ids), rng.integers(ids, ids + gallery, gallery - ids)])
+            sim = rng.uniform(-1, 1, (queries, gallery)) + 0.8 * (q[:, None] == g[None, :])
+            cases.append((-sim, q, g))
+    t = timed(lambda: [eval_func(d, q, g) for d, q, g in cases], lambda: None, args.seconds, 5, 1)
+    return len(cases) / t
 
 
 def pipeline_images(directory, n=16):
@@ -277,7 +318,7 @@ def pipeline_pytorch(args, single):
 # ------------------------------------------------------------------------------------------
 
 BENCH_TARGETS = {"image_encoder": "encoders", "text_encoder": "encoders", "train_step": "train_step",
-                 "pipeline": "pipeline"}
+                 "pipeline": "pipeline", "metrics": "evaluation"}
 
 
 def target_dir():
@@ -334,6 +375,8 @@ def workload_keys(args):
         keys += [(f"train_step/{b}/b{args.batch_train}", args.batch_train) for b in TRAIN_BACKBONES]
     if "pipeline" in args.groups:
         keys += [("pipeline/reid-224/1-thread", 16), ("pipeline/reid-224/all-threads", 16)]
+    if "metrics" in args.groups:
+        keys.append(("metrics/5x10 from similarities", len(PROTOCOL_SIZES) * RUNS))
     return keys
 
 
@@ -423,7 +466,7 @@ def versions():
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--groups", default="image_encoder,text_encoder,train_step,pipeline")
+    p.add_argument("--groups", default="image_encoder,text_encoder,train_step,pipeline,metrics")
     p.add_argument("--device", default="cpu")
     p.add_argument("--rust-features", default="", help="cargo features of our benches (cuda, wgpu)")
     p.add_argument("--batch-train", type=int, default=4)
