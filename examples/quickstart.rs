@@ -32,7 +32,7 @@ use clip_handid::handid::train::{ImageRef, LabeledImages, LrSchedule, Scenario, 
 
 /// CLIP-HandID on synthetic hands.
 #[derive(Parser, Debug)]
-struct Args {
+pub struct Args {
     /// Output directory (dataset, split manifest, training run, pictures, results).
     #[arg(long, default_value = "quickstart-output")]
     out: PathBuf,
@@ -144,7 +144,33 @@ fn draw_rankings<B: Backend>(
     Ok(picture)
 }
 
-fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<(), String> {
+/// What a run measured on the held-out identities (means over the Monte Carlo runs).
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    /// Rank-1 of the trained model.
+    pub rank1: f64,
+    /// mAP (published, interpolated) of the trained model.
+    pub map: f64,
+    /// Rank-1 of the same model before training.
+    pub rank1_untrained: f64,
+    /// Wall time of the whole run.
+    pub seconds: f64,
+}
+
+impl Summary {
+    /// The JSON line printed last.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "rank1": self.rank1,
+            "map": self.map,
+            "rank1_untrained": self.rank1_untrained,
+            "seconds": self.seconds,
+        })
+    }
+}
+
+/// The whole demo on one backend; prints the results table and returns the summary.
+pub fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<Summary, String> {
     let started = Instant::now();
     let out = &args.out;
     let data_root = out.join("data");
@@ -241,11 +267,7 @@ fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<(), String> {
     }
     println!("selected epoch {} of {}; run directory {}", outcome.selected_epoch + 1, args.epochs, run_dir.display());
     println!("ranked candidates: {} (green = same identity)", picture.display());
-    println!(
-        "{}",
-        serde_json::json!({"rank1": t.rank1.mean, "map": t.map_interpolated.mean, "rank1_untrained": u.rank1.mean, "seconds": seconds})
-    );
-    Ok(())
+    Ok(Summary { rank1: t.rank1.mean, map: t.map_interpolated.mean, rank1_untrained: u.rank1.mean, seconds })
 }
 
 fn main() -> ExitCode {
@@ -255,7 +277,10 @@ fn main() -> ExitCode {
         .ensure_compiled()
         .and_then(|backend| clip_handid::with_backend!(backend, |B, device| run_on::<B>(&args, &device))?);
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(summary) => {
+            println!("{}", summary.json());
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
