@@ -1,0 +1,49 @@
+//! The quickstart example's own code end to end at a toy size (the default run takes minutes):
+//! synthetic data, split manifest, untrained and trained protocol evaluation, the training run,
+//! the ranked-candidate outputs and the summary that is printed last.
+
+mod common;
+
+// The example is compiled here as a module so that this test drives its real code path;
+// its `main` is unused in this crate.
+#[allow(dead_code)]
+#[path = "../examples/quickstart.rs"]
+mod quickstart;
+
+use clap::Parser;
+use common::TempDir;
+
+#[test]
+fn quickstart_runs_end_to_end_at_toy_size() {
+    let dir = TempDir::new("quickstart");
+    let out = dir.path("out");
+    let args = quickstart::Args::parse_from([
+        "quickstart",
+        "--out",
+        out.to_str().unwrap(),
+        "--identities",
+        "10",
+        "--images-per-identity",
+        "6",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+    ]);
+    let summary = quickstart::run_on::<clip_handid::backend::Cpu>(&args, &Default::default()).unwrap();
+
+    for (name, value) in [("rank1", summary.rank1), ("map", summary.map), ("rank1_untrained", summary.rank1_untrained)]
+    {
+        assert!((0.0..=1.0).contains(&value), "{name} = {value}");
+    }
+    assert!(summary.seconds > 0.0);
+    let json = summary.json();
+    for key in ["rank1", "map", "rank1_untrained", "seconds"] {
+        assert!(json[key].is_f64(), "summary JSON lacks {key}: {json}");
+    }
+    for file in
+        ["splits.json", "results.json", "rankings.csv", "rankings.png", "run/metrics.json", "data/id_0009/img_05.png"]
+    {
+        assert!(out.join(file).is_file(), "{file} was not written");
+    }
+}
