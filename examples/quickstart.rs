@@ -122,7 +122,8 @@ fn draw_rankings<B: Backend>(
     let paths =
         |entries: &[clip_handid::handid::data::Entry]| entries.iter().map(|e| e.path.clone()).collect::<Vec<_>>();
     let ids = |entries: &[clip_handid::handid::data::Entry]| {
-        entries.iter().map(|e| e.identity.to_string()).collect::<Vec<_>>()
+        // A single group (`folders`): the id alone fits under a thumbnail.
+        entries.iter().map(|e| e.identity.id.clone()).collect::<Vec<_>>()
     };
     let (query_paths, gallery_paths) = (paths(&run.query), paths(&run.gallery));
     let extractor = |pixels: Tensor<B, 4>| model.retrieval_features(pixels);
