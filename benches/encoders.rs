@@ -26,12 +26,7 @@ use clip_handid::clip::text::TextTransformer;
 use clip_handid::clip::vision::ImageEncoder;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-#[cfg(feature = "cuda")]
-type B = clip_handid::backend::Cuda;
-#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
-type B = clip_handid::backend::Wgpu;
-#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
-type B = clip_handid::backend::Cpu;
+type B = clip_handid::backend::Fastest;
 
 /// Batch sizes of the image-encoder group; `CLIP_HANDID_BENCH_BATCH` replaces them with one
 /// (e.g. 256 on a GPU).

@@ -27,12 +27,7 @@ use clip_handid::handid::eval::{
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
-#[cfg(feature = "cuda")]
-type B = clip_handid::backend::Cuda;
-#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
-type B = clip_handid::backend::Wgpu;
-#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
-type B = clip_handid::backend::Cpu;
+type B = clip_handid::backend::Fastest;
 
 /// Feature dimension of the protocol and search benchmarks.
 const DIM: usize = 1280;

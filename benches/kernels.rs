@@ -24,12 +24,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use criterion::{Criterion, criterion_group, criterion_main};
 
-#[cfg(feature = "cuda")]
-type B = clip_handid::backend::Cuda;
-#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
-type B = clip_handid::backend::Wgpu;
-#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
-type B = clip_handid::backend::Cpu;
+type B = clip_handid::backend::Fastest;
 
 const SHAPE: [usize; 4] = [32, 64, 16, 16];
 

@@ -24,12 +24,7 @@ use clip_handid::handid::model::{HandIdConfig, HandIdModel};
 use clip_handid::handid::train::{TrainConfig, optimizer, step};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-#[cfg(feature = "cuda")]
-type Inner = clip_handid::backend::Cuda;
-#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
-type Inner = clip_handid::backend::Wgpu;
-#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
-type Inner = clip_handid::backend::Cpu;
+type Inner = clip_handid::backend::Fastest;
 type B = Autodiff<Inner>;
 
 const CLASSES: usize = 100;

@@ -15,6 +15,19 @@ pub type Wgpu = burn::backend::Wgpu;
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda;
 
+/// The fastest backend compiled in, chosen at compile time: `cuda`, then `wgpu`, else `flex`
+/// (what the benchmarks run on; [`BackendKind::default_compiled`] is the run-time counterpart).
+#[cfg(feature = "cuda")]
+pub type Fastest = Cuda;
+/// The fastest backend compiled in, chosen at compile time: `cuda`, then `wgpu`, else `flex`
+/// (what the benchmarks run on; [`BackendKind::default_compiled`] is the run-time counterpart).
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+pub type Fastest = Wgpu;
+/// The fastest backend compiled in, chosen at compile time: `cuda`, then `wgpu`, else `flex`
+/// (what the benchmarks run on; [`BackendKind::default_compiled`] is the run-time counterpart).
+#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+pub type Fastest = Cpu;
+
 /// A backend name as given on a command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
