@@ -42,8 +42,8 @@ pub struct Args {
     /// Images per identity.
     #[arg(long, default_value_t = 8)]
     images_per_identity: usize,
-    /// Training epochs.
-    #[arg(long, default_value_t = 50)]
+    /// Training epochs (the paper's 70).
+    #[arg(long, default_value_t = 70)]
     epochs: usize,
     /// Image encoder of the small model: resnet or vit.
     #[arg(long, default_value = "resnet")]
@@ -51,13 +51,24 @@ pub struct Args {
     /// Losses: clip-handid (ID + image-text contrastive) or fine-tune (ID only).
     #[arg(long, default_value = "clip-handid")]
     scenario: String,
-    /// Adam's coupled L2 weight decay (the paper's 5e-4 is for fine-tuning pretrained CLIP).
-    #[arg(long, default_value_t = 0.0)]
+    /// Adam's coupled L2 weight decay (the paper's 5e-4; it narrows the gap between training and
+    /// unseen identities).
+    #[arg(long, default_value_t = 5e-4)]
     weight_decay: f64,
     /// Base learning rate after warm-up (the paper's 5e-6 is for fine-tuning pretrained CLIP;
     /// this model is trained from scratch).
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// Learning rate of the new layers (necks, classifiers, inversion network) as a multiple of
+    /// the image encoder's: the paper's 10. The inversion network must learn quickly for the
+    /// text branch to help rather than hinder (at 1, without weight decay and jitter, held-out
+    /// rank-1 was 0.87 instead of 0.93).
+    #[arg(long, default_value_t = 10.0)]
+    new_layer_lr_factor: f64,
+    /// Colour jitter strength in training: brightness, contrast and saturation (the paper's 0.1;
+    /// the synthetic hands vary in gain and colour cast).
+    #[arg(long, default_value_t = 0.1)]
+    color_jitter: f64,
     /// Images per optimiser step.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
@@ -244,9 +255,10 @@ pub fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<Summary, St
         milestones: vec![args.epochs * 2 / 3],
         gamma: 0.2,
     };
-    train_config.new_layer_lr_factor = 1.0;
+    train_config.new_layer_lr_factor = args.new_layer_lr_factor;
     train_config.augment.resize = [SIZE as u32 + 8, SIZE as u32 + 8];
     train_config.augment.crop = [SIZE as u32, SIZE as u32];
+    train_config.augment.color_jitter = args.color_jitter;
     train_config.seed = args.seed;
     train_config.weight_decay = args.weight_decay;
     train_config.scenario = scenario;
