@@ -45,7 +45,8 @@ pub struct Args {
     /// Training epochs (the paper's 70).
     #[arg(long, default_value_t = 70)]
     epochs: usize,
-    /// Image encoder of the small model: resnet or vit.
+    /// Image encoder: resnet or vit (small models, 64 x 64 images), or a CLIP preset such as
+    /// ViT-B-16 or RN50 at its real shape and image size (random weights; meant for a GPU).
     #[arg(long, default_value = "resnet")]
     backbone: String,
     /// Losses: clip-handid (ID + image-text contrastive) or fine-tune (ID only).
@@ -85,16 +86,25 @@ pub struct Args {
     backend: BackendKind,
 }
 
-const SIZE: usize = 64;
+/// Side of the small models' images.
+const SMALL_SIZE: usize = 64;
 
-/// A small CLIP for 64 x 64 images with a one-layer text tower over the real vocabulary (the
-/// prompt is tokenized with CLIP's tokenizer): a ModifiedResNet (convolutions learn from a few
-/// hundred images far better than a ViT trained from scratch) or a ViT with 8 x 8 patches.
-fn tiny_clip(backbone: &str) -> Result<ClipConfig, String> {
+/// The model behind `--backbone`. `resnet` and `vit` are small CLIPs for 64 x 64 images with a
+/// one-layer text tower over the real vocabulary (the prompt is tokenized with CLIP's
+/// tokenizer): a ModifiedResNet (convolutions learn from a few hundred images far better than a
+/// ViT trained from scratch) or a ViT with 8 x 8 patches. A preset name (`ViT-B-16`, `RN50`, ...)
+/// gives that CLIP at its real shape and image size, randomly initialised: a real-size training
+/// run on a GPU without weights or datasets (`scripts/gpu_train_check.sh`).
+fn model_config(backbone: &str) -> Result<ClipConfig, String> {
     let vision = match backbone {
-        "resnet" => VisionConfig::ResNet(ResNetConfig { layers: [1, 1, 1, 1], width: 16, heads: 8, image_size: SIZE }),
-        "vit" => VisionConfig::Vit(VitConfig { layers: 3, width: 96, heads: 4, patch_size: 8, image_size: SIZE }),
-        other => return Err(format!("unknown backbone `{other}`; expected resnet or vit")),
+        "resnet" => {
+            VisionConfig::ResNet(ResNetConfig { layers: [1, 1, 1, 1], width: 16, heads: 8, image_size: SMALL_SIZE })
+        }
+        "vit" => VisionConfig::Vit(VitConfig { layers: 3, width: 96, heads: 4, patch_size: 8, image_size: SMALL_SIZE }),
+        preset => {
+            return ClipConfig::preset(preset)
+                .map_err(|e| format!("unknown backbone `{preset}`: expected resnet, vit or a CLIP preset ({e})"));
+        }
     };
     let text = TextConfig { context_length: 77, vocab_size: 49408, width: 64, heads: 2, layers: 1 };
     Ok(ClipConfig { embed_dim: 64, vision, text })
@@ -104,10 +114,11 @@ fn evaluate<B: Backend>(
     model: &HandIdModel<B>,
     manifest: &SplitManifest,
     root: &Path,
+    size: u32,
     device: &B::Device,
 ) -> Result<ProtocolReport, String> {
     let extractor = |pixels: Tensor<B, 4>| model.retrieval_features(pixels);
-    let transform = Transform::Reid { height: SIZE as u32, width: SIZE as u32 };
+    let transform = Transform::Reid { height: size, width: size };
     evaluate_manifest(
         manifest,
         root,
@@ -127,6 +138,7 @@ fn draw_rankings<B: Backend>(
     manifest: &SplitManifest,
     root: &Path,
     out: &Path,
+    size: u32,
     device: &B::Device,
 ) -> Result<PathBuf, String> {
     let run = &manifest.subsets[0].runs[0];
@@ -138,7 +150,7 @@ fn draw_rankings<B: Backend>(
     };
     let (query_paths, gallery_paths) = (paths(&run.query), paths(&run.gallery));
     let extractor = |pixels: Tensor<B, 4>| model.retrieval_features(pixels);
-    let transform = Transform::Reid { height: SIZE as u32, width: SIZE as u32 };
+    let transform = Transform::Reid { height: size, width: size };
     let features = |rel: &[String]| {
         let files: Vec<PathBuf> = rel.iter().map(|p| root.join(p)).collect();
         extract_features(&extractor, &files, &transform, &FeatureOptions::default(), device, |_| {})
@@ -189,7 +201,8 @@ pub fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<Summary, St
     let out = &args.out;
     // Settings and the output directory are checked before minutes of work, not after. The
     // default run writes about 20 MB (images, checkpoints, pictures).
-    let clip_config = tiny_clip(&args.backbone)?;
+    let clip_config = model_config(&args.backbone)?;
+    let size = clip_config.vision.image_size();
     let scenario = match args.scenario.as_str() {
         "clip-handid" => Scenario::ClipHandId,
         "fine-tune" => Scenario::FineTune,
@@ -201,7 +214,7 @@ pub fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<Summary, St
     let synthetic = SyntheticHands {
         identities: args.identities,
         images_per_identity: args.images_per_identity,
-        size: SIZE as u32,
+        size: size as u32,
         seed: args.seed,
     };
     eprintln!(
@@ -238,10 +251,10 @@ pub fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<Summary, St
     type AD<B> = Autodiff<B>;
     AD::<B>::seed(device, args.seed);
     let mut config = HandIdConfig::new(clip_config, classes.identities.len());
-    config.input_size = [SIZE, SIZE];
+    config.input_size = [size, size];
     let model = HandIdModel::<AD<B>>::new(&config, device).map_err(|e| e.to_string())?;
 
-    let untrained = evaluate(&model.valid(), &manifest, &data_root, device)?;
+    let untrained = evaluate(&model.valid(), &manifest, &data_root, size as u32, device)?;
     let u = &untrained.subsets[0].summary;
     eprintln!("untrained: rank-1 {:.3}, mAP {:.3} (held-out identities)", u.rank1.mean, u.map_interpolated.mean);
 
@@ -256,8 +269,10 @@ pub fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<Summary, St
         gamma: 0.2,
     };
     train_config.new_layer_lr_factor = args.new_layer_lr_factor;
-    train_config.augment.resize = [SIZE as u32 + 8, SIZE as u32 + 8];
-    train_config.augment.crop = [SIZE as u32, SIZE as u32];
+    // Resize by 1/8 of the side, then crop back (the paper: 256 -> 224).
+    let (crop, resize) = (size as u32, (size + size / 8) as u32);
+    train_config.augment.resize = [resize, resize];
+    train_config.augment.crop = [crop, crop];
     train_config.augment.color_jitter = args.color_jitter;
     train_config.seed = args.seed;
     train_config.weight_decay = args.weight_decay;
@@ -268,9 +283,9 @@ pub fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<Summary, St
     let outcome = train(model, &train_data, &val_data, &train_config, &options, device).map_err(|e| e.to_string())?;
 
     let trained_model = outcome.model.valid();
-    let trained = evaluate(&trained_model, &manifest, &data_root, device)?;
+    let trained = evaluate(&trained_model, &manifest, &data_root, size as u32, device)?;
     trained.save_json(&out.join("results.json")).map_err(|e| e.to_string())?;
-    let picture = draw_rankings(&trained_model, &manifest, &data_root, out, device)?;
+    let picture = draw_rankings(&trained_model, &manifest, &data_root, out, size as u32, device)?;
     let t = &trained.subsets[0].summary;
     let seconds = started.elapsed().as_secs_f64();
     println!("synthetic hands, {} held-out identities, 10 Monte Carlo runs (mean +- std):", summary.test_identities);

@@ -48,6 +48,21 @@ fn quickstart_runs_end_to_end_at_toy_size() {
     }
 }
 
+#[test]
+fn the_small_vit_backbone_runs_and_unknown_backbones_are_named() {
+    let dir = TempDir::new("quickstart-vit");
+    let out = dir.path("out");
+    let out = out.to_str().unwrap();
+    let toy = ["--identities", "6", "--images-per-identity", "4", "--epochs", "1", "--batch-size", "4"];
+    let args = quickstart::Args::parse_from(["quickstart", "--out", out, "--backbone", "vit"].iter().chain(&toy));
+    let summary = quickstart::run_on::<clip_handid::backend::Cpu>(&args, &Default::default()).unwrap();
+    assert!((0.0..=1.0).contains(&summary.rank1), "rank1 = {}", summary.rank1);
+
+    let args = quickstart::Args::parse_from(["quickstart", "--out", out, "--backbone", "ViT-X-99"].iter().chain(&toy));
+    let error = quickstart::run_on::<clip_handid::backend::Cpu>(&args, &Default::default()).unwrap_err();
+    assert!(error.contains("ViT-X-99") && error.contains("resnet, vit"), "{error}");
+}
+
 /// The demo's promise at its defaults: on synthetic identities never seen in training, rank-1 is
 /// at least 0.9 after training and at most 0.5 before. About six minutes on two cores in
 /// release: `cargo test --release --test quickstart -- --ignored` (printed: the summary JSON,
