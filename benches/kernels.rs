@@ -16,6 +16,11 @@
 //! On flex 0.21 the first is about 40x slower than the second: the binary-op fast paths cover a
 //! broadcast row (`[.., C]`) and a per-row scalar with contiguous outer dims, but a `[1, C, 1, 1]`
 //! operand broadcast over a batch falls back to the generic strided iterator.
+//!
+//! Group `matmul`: `vit-b-16-mlp`, the first MLP product of a ViT-B/16 block at batch 8
+//! (`[8 * 197, 768] x [768, 3072]`), the shape that dominates the image encoder's time. Its
+//! throughput is in floating-point operations per second (criterion's "elem/s"), to compare with
+//! `torch.matmul` on the same shapes (docs/BENCHMARKS.md).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -63,5 +68,19 @@ fn bench_channel_affine(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_channel_affine);
+fn bench_matmul(c: &mut Criterion) {
+    let device = Default::default();
+    let (m, k, n): (usize, usize, usize) = (8 * 197, 768, 3072);
+    let a = Tensor::<B, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
+    let w = Tensor::<B, 2>::random([k, n], Distribution::Normal(0.0, 0.02), &device);
+    let sync = |t: Tensor<B, 2>| -> f32 { t.slice([0..1, 0..1]).into_scalar().elem() };
+
+    let mut group = c.benchmark_group("matmul");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    group.throughput(criterion::Throughput::Elements((2 * m * k * n) as u64));
+    group.bench_function("vit-b-16-mlp", |b| b.iter(|| black_box(sync(a.clone().matmul(w.clone())))));
+    group.finish();
+}
+
+criterion_group!(benches, bench_channel_affine, bench_matmul);
 criterion_main!(benches);
