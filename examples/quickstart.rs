@@ -114,16 +114,15 @@ fn evaluate<B: Backend>(
     model: &HandIdModel<B>,
     manifest: &SplitManifest,
     root: &Path,
-    size: u32,
+    transform: &Transform,
     device: &B::Device,
 ) -> Result<ProtocolReport, String> {
     let extractor = |pixels: Tensor<B, 4>| model.retrieval_features(pixels);
-    let transform = Transform::Reid { height: size, width: size };
     evaluate_manifest(
         manifest,
         root,
         &extractor,
-        &transform,
+        transform,
         &FeatureOptions::default(),
         &ProtocolOptions::default(),
         device,
@@ -138,7 +137,7 @@ fn draw_rankings<B: Backend>(
     manifest: &SplitManifest,
     root: &Path,
     out: &Path,
-    size: u32,
+    transform: &Transform,
     device: &B::Device,
 ) -> Result<PathBuf, String> {
     let run = &manifest.subsets[0].runs[0];
@@ -150,10 +149,9 @@ fn draw_rankings<B: Backend>(
     };
     let (query_paths, gallery_paths) = (paths(&run.query), paths(&run.gallery));
     let extractor = |pixels: Tensor<B, 4>| model.retrieval_features(pixels);
-    let transform = Transform::Reid { height: size, width: size };
     let features = |rel: &[String]| {
         let files: Vec<PathBuf> = rel.iter().map(|p| root.join(p)).collect();
-        extract_features(&extractor, &files, &transform, &FeatureOptions::default(), device, |_| {})
+        extract_features(&extractor, &files, transform, &FeatureOptions::default(), device, |_| {})
             .map_err(|e| e.to_string())
     };
     let (queries, gallery) = (features(&query_paths)?, features(&gallery_paths)?);
@@ -203,6 +201,8 @@ pub fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<Summary, St
     // default run writes about 20 MB (images, checkpoints, pictures).
     let clip_config = model_config(&args.backbone)?;
     let size = clip_config.vision.image_size();
+    let side = size as u32;
+    let test_transform = Transform::Reid { height: side, width: side };
     let scenario = match args.scenario.as_str() {
         "clip-handid" => Scenario::ClipHandId,
         "fine-tune" => Scenario::FineTune,
@@ -214,7 +214,7 @@ pub fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<Summary, St
     let synthetic = SyntheticHands {
         identities: args.identities,
         images_per_identity: args.images_per_identity,
-        size: size as u32,
+        size: side,
         seed: args.seed,
     };
     eprintln!(
@@ -254,7 +254,7 @@ pub fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<Summary, St
     config.input_size = [size, size];
     let model = HandIdModel::<AD<B>>::new(&config, device).map_err(|e| e.to_string())?;
 
-    let untrained = evaluate(&model.valid(), &manifest, &data_root, size as u32, device)?;
+    let untrained = evaluate(&model.valid(), &manifest, &data_root, &test_transform, device)?;
     let u = &untrained.subsets[0].summary;
     eprintln!("untrained: rank-1 {:.3}, mAP {:.3} (held-out identities)", u.rank1.mean, u.map_interpolated.mean);
 
@@ -270,9 +270,9 @@ pub fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<Summary, St
     };
     train_config.new_layer_lr_factor = args.new_layer_lr_factor;
     // Resize by 1/8 of the side, then crop back (the paper: 256 -> 224).
-    let (crop, resize) = (size as u32, (size + size / 8) as u32);
+    let resize = side + side / 8;
     train_config.augment.resize = [resize, resize];
-    train_config.augment.crop = [crop, crop];
+    train_config.augment.crop = [side, side];
     train_config.augment.color_jitter = args.color_jitter;
     train_config.seed = args.seed;
     train_config.weight_decay = args.weight_decay;
@@ -283,9 +283,9 @@ pub fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<Summary, St
     let outcome = train(model, &train_data, &val_data, &train_config, &options, device).map_err(|e| e.to_string())?;
 
     let trained_model = outcome.model.valid();
-    let trained = evaluate(&trained_model, &manifest, &data_root, size as u32, device)?;
+    let trained = evaluate(&trained_model, &manifest, &data_root, &test_transform, device)?;
     trained.save_json(&out.join("results.json")).map_err(|e| e.to_string())?;
-    let picture = draw_rankings(&trained_model, &manifest, &data_root, out, size as u32, device)?;
+    let picture = draw_rankings(&trained_model, &manifest, &data_root, out, &test_transform, device)?;
     let t = &trained.subsets[0].summary;
     let seconds = started.elapsed().as_secs_f64();
     println!("synthetic hands, {} held-out identities, 10 Monte Carlo runs (mean +- std):", summary.test_identities);
