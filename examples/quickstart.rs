@@ -249,10 +249,10 @@ pub fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<Summary, St
     );
 
     type AD<B> = Autodiff<B>;
-    AD::<B>::seed(device, args.seed);
     let mut config = HandIdConfig::new(clip_config, classes.identities.len());
     config.input_size = [size, size];
-    let model = HandIdModel::<AD<B>>::new(&config, device).map_err(|e| e.to_string())?;
+    // The same seed gives the same initial model on every backend.
+    let model = HandIdModel::<AD<B>>::seeded(&config, args.seed, device).map_err(|e| e.to_string())?;
 
     let untrained = evaluate(&model.valid(), &manifest, &data_root, &test_transform, device)?;
     let u = &untrained.subsets[0].summary;

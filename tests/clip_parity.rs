@@ -1,5 +1,6 @@
 //! CLIP model parity with open_clip (FIXTURES.md section 1): the committed tiny ViT and
-//! ModifiedResNet fixtures, plus every directory in `CLIP_PARITY_DIRS`.
+//! ModifiedResNet fixtures, plus every directory in `CLIP_PARITY_DIRS`, on the backend that
+//! `CLIP_HANDID_TEST_BACKEND` names (`flex` by default; `wgpu` and `cuda` need their features).
 //!
 //! Every intermediate activation the fixture stores is compared too, in forward order, so a
 //! failure names the first layer that diverges.
@@ -8,13 +9,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use burn::backend::Flex;
 use burn::prelude::*;
 use clip_handid::clip::weights::Checkpoint;
 use clip_handid::clip::{Clip, ClipConfig, Trace, VisionConfig, vision::ImageEncoder};
 use common::{RefTensor, RowStats, case_locations, compare_rows, read_tensors};
-
-type B = Flex;
 
 fn fixture_dirs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip");
@@ -22,13 +20,13 @@ fn fixture_dirs() -> Vec<PathBuf> {
     case_locations(committed, "CLIP_PARITY_DIRS")
 }
 
-fn pixels(t: &RefTensor, device: &burn::tensor::Device<B>) -> Tensor<B, 4> {
+fn pixels<B: Backend>(t: &RefTensor, device: &B::Device) -> Tensor<B, 4> {
     let s = &t.shape;
     Tensor::from_data(TensorData::new(t.floats.clone(), [s[0], s[1], s[2], s[3]]), device)
 }
 
 /// Compares one output and every recorded intermediate that the reference also has.
-fn check(
+fn check<B: Backend>(
     dir: &Path,
     what: &str,
     actual: Tensor<B, 2>,
@@ -64,10 +62,9 @@ fn report(dir: &Path, name: &str, stats: &RowStats, failures: &mut Vec<String>) 
     }
 }
 
-fn check_dir(dir: &Path) -> Vec<String> {
-    let device = Default::default();
+fn check_dir<B: Backend>(dir: &Path, device: &B::Device) -> Vec<String> {
     let config = ClipConfig::from_json_file(&dir.join("config.json")).unwrap();
-    let model = Clip::<B>::from_safetensors_with_config(&dir.join("weights.safetensors"), &config, &device)
+    let model = Clip::<B>::from_safetensors_with_config(&dir.join("weights.safetensors"), &config, device)
         .unwrap_or_else(|e| panic!("{e}"));
     let io = read_tensors(&dir.join("io.safetensors"));
     let mut failures = Vec::new();
@@ -83,32 +80,37 @@ fn check_dir(dir: &Path) -> Vec<String> {
     }
 
     let mut trace = Trace::default();
-    let image = model.visual.forward_traced(pixels(&io["pixel_values"], &device), Some(&mut trace));
+    let image = model.visual.forward_traced(pixels(&io["pixel_values"], device), Some(&mut trace));
     failures.extend(check(dir, "image", image.embedding, &trace, &io, "image_features"));
 
     let ids = &io["input_ids"];
-    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.ints.clone(), [ids.shape[0], ids.shape[1]]), &device);
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.ints.clone(), [ids.shape[0], ids.shape[1]]), device);
     let mut trace = Trace::default();
     let text = model.text.forward_traced(ids, Some(&mut trace));
     failures.extend(check(dir, "text", text, &trace, &io, "text_features"));
 
     let reid_json = dir.join("reid.json");
     if reid_json.exists() {
-        failures.extend(check_reid(dir, &reid_json, model.visual, &config));
+        failures.extend(check_reid(dir, &reid_json, model.visual, &config, device));
     }
     failures
 }
 
 /// The re-identification variant: other input size, ViT patch stride, ResNet layer4 stride 1,
 /// position embeddings resized bilinearly.
-fn check_reid(dir: &Path, reid_json: &Path, visual: ImageEncoder<B>, config: &ClipConfig) -> Vec<String> {
-    let device = Default::default();
+fn check_reid<B: Backend>(
+    dir: &Path,
+    reid_json: &Path,
+    visual: ImageEncoder<B>,
+    config: &ClipConfig,
+    device: &B::Device,
+) -> Vec<String> {
     let spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(reid_json).unwrap()).unwrap();
     let size = spec["image_size"].as_array().unwrap();
     let size = [size[0].as_u64().unwrap() as usize, size[1].as_u64().unwrap() as usize];
     let io = read_tensors(&dir.join("reid_io.safetensors"));
     let mut trace = Trace::default();
-    let pixel_values = pixels(&io["pixel_values"], &device);
+    let pixel_values = pixels(&io["pixel_values"], device);
     let mut failures = Vec::new();
     match (visual, &config.vision) {
         (ImageEncoder::Vit(vit), VisionConfig::Vit(_)) => {
@@ -136,9 +138,9 @@ fn check_reid(dir: &Path, reid_json: &Path, visual: ImageEncoder<B>, config: &Cl
 #[test]
 fn clip_matches_open_clip() {
     let dirs = fixture_dirs();
-    let mut failures = Vec::new();
-    for dir in &dirs {
-        failures.extend(check_dir(dir));
-    }
+    let failures = common::on_test_backend!(|B, device| {
+        println!("backend: {}", B::name(&device));
+        dirs.iter().flat_map(|dir| check_dir::<B>(dir, &device)).collect::<Vec<_>>()
+    });
     assert!(failures.is_empty(), "parity failures:\n{}", failures.join("\n"));
 }

@@ -77,3 +77,27 @@ fn bad_images_are_named() {
 
     assert!(matches!(embed_images(&model, &[], &transform, 8, &device, |_| {}), Err(EmbedError::NoImages)));
 }
+
+/// The same two images embedded on the backend that `CLIP_HANDID_TEST_BACKEND` names and on
+/// `flex`, with the tiny ViT and ModifiedResNet fixtures, agree within FIXTURES.md section 1's
+/// tolerance (cosine >= 0.99999, max |diff| <= 1e-3 * max(1, max |flex|)).
+#[test]
+fn embeddings_on_the_test_backend_match_flex() {
+    let paths = images()[..2].to_vec();
+    for name in ["vit_tiny", "resnet_tiny"] {
+        let dir = root().join("clip").join(name);
+        let config = ClipConfig::from_json_file(&dir.join("config.json")).unwrap();
+        let transform = Transform::Clip { size: config.vision.image_size() as u32 };
+        let weights = dir.join("weights.safetensors");
+        let cpu = Clip::<B>::from_safetensors_with_config(&weights, &config, &Default::default()).unwrap();
+        let (expected, _) = embed_images(&cpu, &paths, &transform, 2, &Default::default(), |_| {}).unwrap();
+        let (actual, dim) = common::on_test_backend!(|G, device| {
+            let model = Clip::<G>::from_safetensors_with_config(&weights, &config, &device).unwrap();
+            embed_images(&model, &paths, &transform, 2, &device, |_| {}).unwrap()
+        });
+        assert_eq!(actual.len(), 2 * dim);
+        let stats = common::compare_rows(&actual, &expected, 2);
+        println!("{name} on {}: {stats:?}", common::test_backend());
+        assert!(stats.passes(), "{name}: embeddings on {} differ from flex: {stats:?}", common::test_backend());
+    }
+}

@@ -4,7 +4,35 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use clip_handid::backend::BackendKind;
 use safetensors::{Dtype, SafeTensors};
+
+/// The variable that names the backend the parity and training tests run on.
+pub const TEST_BACKEND_VARIABLE: &str = "CLIP_HANDID_TEST_BACKEND";
+
+/// The backend named by `CLIP_HANDID_TEST_BACKEND`: `flex` (the default), `wgpu` or `cuda`. An
+/// unknown name fails the test; so does, in [`on_test_backend!`], a backend that is named but
+/// not compiled in or that has no device.
+pub fn test_backend() -> BackendKind {
+    match std::env::var(TEST_BACKEND_VARIABLE) {
+        Ok(name) if !name.is_empty() => name.parse().unwrap_or_else(|e| panic!("{TEST_BACKEND_VARIABLE}={name}: {e}")),
+        _ => BackendKind::Flex,
+    }
+}
+
+/// Runs `$body` with `$B` bound to the (non-autodiff) backend of [`test_backend`] and `$device`
+/// to its default device; a backend that is not compiled in or has no device fails the test
+/// with the reason instead of skipping it.
+#[allow(unused_macros)]
+macro_rules! on_test_backend {
+    (|$B:ident, $device:ident| $body:expr) => {{
+        let kind = $crate::common::test_backend();
+        clip_handid::with_backend!(kind, |$B, $device| $body)
+            .unwrap_or_else(|e| panic!("{}={kind}: {e}", $crate::common::TEST_BACKEND_VARIABLE))
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use on_test_backend;
 
 /// A reference tensor: shape and values (f32, or ids widened to i64).
 pub struct RefTensor {

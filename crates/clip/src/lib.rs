@@ -18,7 +18,7 @@
 pub mod attention;
 pub mod config;
 mod error;
-mod init;
+pub mod init;
 pub mod io;
 mod model;
 pub mod preprocess;

@@ -8,6 +8,7 @@ pub use batch_norm::BatchNorm2d;
 pub use resnet::{AttentionPool2d, Bottleneck, Downsample, ModifiedResNet};
 pub use vit::VisionTransformer;
 
+use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
@@ -79,4 +80,26 @@ pub fn resize_position_embedding<B: Backend>(pos: Tensor<B, 2>, from: [usize; 2]
     let options = InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false);
     let resized = interpolate(grid, to, options).permute([0, 2, 3, 1]).reshape([to[0] * to[1], channels]);
     Tensor::cat(vec![first, resized], 0) // [1 + to_h * to_w, C]
+}
+
+/// A position-embedding parameter resized to the grid `to` (see [`resize_position_embedding`])
+/// as a new leaf of the autodiff graph, with the same id and the same trainability.
+///
+/// The resize happens once, when a model is turned into its re-identification variant: the
+/// result is what gets trained, so it must not stay attached to the graph of the checkpoint's
+/// embedding. Left attached, every backward pass would run the interpolation's backward (which
+/// burn-cubecl, and so `wgpu` and `cuda`, does not have) and the optimiser would find no
+/// gradient for the parameter.
+pub(crate) fn resized_position_param<B: Backend>(
+    param: Param<Tensor<B, 2>>,
+    from: [usize; 2],
+    to: [usize; 2],
+) -> Param<Tensor<B, 2>> {
+    if from == to {
+        return param;
+    }
+    param.map(|pos| {
+        let trainable = pos.is_require_grad();
+        resize_position_embedding(pos, from, to).detach().set_require_grad(trainable)
+    })
 }

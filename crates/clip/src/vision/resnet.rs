@@ -11,7 +11,7 @@ use burn::tensor::module::{attention, avg_pool2d};
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::batch_norm::BatchNorm2d;
-use super::{VisionOutput, resize_position_embedding};
+use super::{VisionOutput, resized_position_param};
 use crate::config::ResNetConfig;
 use crate::error::ClipError;
 use crate::init::normal;
@@ -226,8 +226,7 @@ impl<B: Backend> ModifiedResNet<B> {
         let grid = image_size.map(|s| s / reduction);
         let pool = &mut self.attnpool;
         let from = [pool.grid_height, pool.grid_width];
-        pool.positional_embedding =
-            pool.positional_embedding.clone().map(|pos| resize_position_embedding(pos, from, grid));
+        pool.positional_embedding = resized_position_param(pool.positional_embedding.clone(), from, grid);
         [pool.grid_height, pool.grid_width] = grid;
         Ok(self)
     }

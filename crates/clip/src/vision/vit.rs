@@ -6,7 +6,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 
-use super::{VisionOutput, resize_position_embedding};
+use super::{VisionOutput, resized_position_param};
 use crate::attention::{Transformer, TransformerConfig};
 use crate::config::VitConfig;
 use crate::error::ClipError;
@@ -86,7 +86,7 @@ impl<B: Backend> VisionTransformer<B> {
         }
         let grid = image_size.map(|side| (side - patch) / stride + 1);
         let from = [self.grid_height, self.grid_width];
-        self.positional_embedding = self.positional_embedding.map(|pos| resize_position_embedding(pos, from, grid));
+        self.positional_embedding = resized_position_param(self.positional_embedding, from, grid);
         self.conv1.stride = [stride, stride];
         [self.grid_height, self.grid_width] = grid;
         Ok(self)

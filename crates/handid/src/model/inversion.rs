@@ -1,8 +1,10 @@
 //! The inversion network: image embedding -> one pseudo-word token S* (paper section III-B).
 
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
+
+use super::dropout::SeededDropout;
 
 /// `Linear(D, 4D), LN, GELU, Dropout(0.5), Linear(4D, 4D), LN, GELU, Dropout(0.5), Linear(4D, T), LN`
 /// with `T` the text token width.
@@ -20,8 +22,9 @@ pub struct InversionNetwork<B: Backend> {
     pub fc3: Linear<B>,
     /// Output norm.
     pub ln3: LayerNorm<B>,
-    /// Dropout 0.5 (active only on an autodiff backend).
-    pub dropout: Dropout,
+    /// Dropout 0.5 (active only on an autodiff backend), with masks that do not depend on the
+    /// backend.
+    pub dropout: SeededDropout,
 }
 
 impl<B: Backend> InversionNetwork<B> {
@@ -35,7 +38,7 @@ impl<B: Backend> InversionNetwork<B> {
             ln2: LayerNormConfig::new(hidden).init(device),
             fc3: LinearConfig::new(hidden, token_width).init(device),
             ln3: LayerNormConfig::new(token_width).init(device),
-            dropout: DropoutConfig::new(0.5).init(),
+            dropout: SeededDropout::new(0.5),
         }
     }
 

@@ -3,14 +3,17 @@
 //! projected image features, and the text branch: an inversion network maps each image to a
 //! pseudo-word S* that the frozen CLIP text encoder reads in "A photo of a S* hand".
 
+mod dropout;
 mod inversion;
 mod neck;
 mod prompt;
 
+pub use dropout::{MaskGenerator, SeededDropout};
 pub use inversion::InversionNetwork;
 pub use neck::{BnNeck, classifier};
 pub use prompt::{PLACEHOLDER, PROMPT, Prompt};
 
+use burn::backend::Flex;
 use burn::nn::Linear;
 use burn::prelude::*;
 use clip_burn::text::TextTransformer;
@@ -132,10 +135,36 @@ pub struct HandIdModel<B: Backend> {
     pub use_text: bool,
 }
 
+/// The layers CLIP-HandID adds to CLIP, freshly initialised.
+#[derive(Module, Debug)]
+struct NewLayers<B: Backend> {
+    inversion: InversionNetwork<B>,
+    necks: (BnNeck<B>, BnNeck<B>),
+    classifiers: (Linear<B>, Linear<B>),
+}
+
+impl<B: Backend> NewLayers<B> {
+    /// The inversion network, the BN necks and the classifiers for `config`.
+    fn new(config: &HandIdConfig, device: &B::Device) -> Self {
+        let (embed, features, classes) =
+            (config.clip.embed_dim, config.clip.vision.feature_width(), config.num_classes);
+        Self {
+            inversion: InversionNetwork::new(embed, config.clip.text.width, device),
+            necks: (BnNeck::new(features, device), BnNeck::new(embed, device)),
+            classifiers: (classifier(features, classes, device), classifier(embed, classes, device)),
+        }
+    }
+}
+
 impl<B: Backend> HandIdModel<B> {
     /// Builds the model around a CLIP model (pretrained or not): the image encoder is turned
     /// into its re-identification variant, the text encoder is frozen, new layers initialised.
     pub fn from_clip(clip: Clip<B>, config: &HandIdConfig, device: &B::Device) -> Result<Self, ModelError> {
+        Self::with_new_layers(clip, config, NewLayers::new(config, device))
+    }
+
+    /// The model around `clip` with the given new layers.
+    fn with_new_layers(clip: Clip<B>, config: &HandIdConfig, layers: NewLayers<B>) -> Result<Self, ModelError> {
         if config.num_classes == 0 {
             return Err(ModelError::Config("num_classes must be at least 1".into()));
         }
@@ -145,8 +174,6 @@ impl<B: Backend> HandIdModel<B> {
                 ImageEncoder::ResNet(resnet.into_reid(config.resnet_last_stride, config.input_size)?)
             }
         };
-        let features = config.clip.vision.feature_width();
-        let embed = config.clip.embed_dim;
         let prompt = Prompt::hand(&ClipTokenizer::new()?)?;
         if prompt.ids.len() > config.clip.text.context_length {
             return Err(ModelError::Config("the prompt is longer than the text context".into()));
@@ -157,25 +184,61 @@ impl<B: Backend> HandIdModel<B> {
                 config.clip.text.vocab_size
             )));
         }
+        let NewLayers { inversion, necks: (neck_features, neck_projected), classifiers } = layers;
+        let (classifier_features, classifier_projected) = classifiers;
         Ok(Self {
             image_encoder,
             text_encoder: clip.text.no_grad(),
-            inversion: InversionNetwork::new(embed, config.clip.text.width, device),
-            neck_features: BnNeck::new(features, device),
-            neck_projected: BnNeck::new(embed, device),
-            classifier_features: classifier(features, config.num_classes, device),
-            classifier_projected: classifier(embed, config.num_classes, device),
+            inversion,
+            neck_features,
+            neck_projected,
+            classifier_features,
+            classifier_projected,
             prompt,
             text_mode: config.text_mode,
             use_text: config.use_text,
         })
     }
 
-    /// A randomly initialised model (tests, synthetic-data demos).
+    /// A randomly initialised model drawn from the backend's own generator (tests,
+    /// synthetic-data demos); [`seeded`](Self::seeded) gives the same weights on every backend.
     pub fn new(config: &HandIdConfig, device: &B::Device) -> Result<Self, ModelError> {
         // Building layers of impossible sizes would panic inside Burn.
         config.clip.validate().map_err(|e| ModelError::Config(format!("invalid CLIP configuration: {e}")))?;
         Self::from_clip(Clip::new(&config.clip, device), config, device)
+    }
+
+    /// A randomly initialised model whose weights depend only on `seed`: drawn on the CPU
+    /// backend and copied to `device`, so that `flex`, `wgpu` and `cuda` start from the same
+    /// model (see [`clip_burn::init::seeded`]).
+    pub fn seeded(config: &HandIdConfig, seed: u64, device: &B::Device) -> Result<Self, ModelError> {
+        config.clip.validate().map_err(|e| ModelError::Config(format!("invalid CLIP configuration: {e}")))?;
+        let clip =
+            clip_burn::init::seeded(seed, |cpu| Clip::new(&config.clip, cpu), || Clip::new(&config.clip, device))?;
+        Self::from_clip_seeded(clip, config, seed, device)
+    }
+
+    /// As [`from_clip`](Self::from_clip), with the new layers (inversion network, BN necks,
+    /// classifiers) initialised from `seed` the same way on every backend.
+    pub fn from_clip_seeded(
+        clip: Clip<B>,
+        config: &HandIdConfig,
+        seed: u64,
+        device: &B::Device,
+    ) -> Result<Self, ModelError> {
+        // Another stream than the one a seeded CLIP model was drawn from.
+        let layers = clip_burn::init::seeded(
+            seed ^ 0x9e37_79b9_7f4a_7c15,
+            |cpu| NewLayers::<Flex>::new(config, cpu),
+            || NewLayers::new(config, device),
+        )?;
+        Self::with_new_layers(clip, config, layers)
+    }
+
+    /// Restarts the dropout masks' stream at `seed`: the masks drawn afterwards depend only on
+    /// `seed`, not on the backend (the trainer calls it once per epoch).
+    pub fn seed_dropout(&self, seed: u64) {
+        self.inversion.dropout.reseed(seed);
     }
 
     /// The training forward pass on normalised pixels `[batch, 3, h, w]`.

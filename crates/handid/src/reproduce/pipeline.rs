@@ -697,14 +697,14 @@ fn trained_cell<B: AutodiffBackend>(
     let train_data = LabeledImages { images: images(&subset.train), labels: classes.train.clone() };
     let val_data = LabeledImages { images: images(&subset.val), labels: classes.val.clone() };
 
-    // The new layers' initialisation draws from Burn's global generator: seed it per cell so
-    // that a cell gives the same model whatever ran before it.
-    B::seed(device, options.seed);
     let mut config = HandIdConfig::new(prepared.config.clone(), classes.identities.len());
     config.input_size = [size, size];
     config.use_text = scenario == Scenario::ClipHandId;
     config.text_mode = options.text_mode;
-    let model = HandIdModel::from_clip(pretrained(clip, prepared, device)?.clone(), &config, device)?;
+    // The new layers are drawn from the cell's seed, the same on every backend and whatever ran
+    // before the cell.
+    let model =
+        HandIdModel::from_clip_seeded(pretrained(clip, prepared, device)?.clone(), &config, options.seed, device)?;
 
     let mut train_config = TrainConfig::paper(batch_size(options, prepared.backbone));
     train_config.scenario = train_scenario;

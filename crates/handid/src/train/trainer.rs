@@ -135,8 +135,8 @@ pub fn train<B: AutodiffBackend>(
             break;
         }
         let started = Instant::now();
-        // Dropout draws depend only on (seed, epoch), so a resumed run repeats them.
-        B::seed(device, config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        // Dropout masks depend only on (seed, epoch), on every backend, so a resumed run repeats them.
+        model.seed_dropout(config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
         let lr_image = config.schedule.lr(epoch);
         let lr_new = lr_image * config.new_layer_lr_factor;
         let batches = epoch_batches(train_data.len(), config.batch_size, config.seed, epoch);
