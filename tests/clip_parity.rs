@@ -1,4 +1,4 @@
-//! CLIP model parity with open_clip (FIXTURES.md section 1): the committed tiny ViT and
+//! CLIP model parity with open_clip (docs/FIXTURES.md section 1): the committed tiny ViT and
 //! ModifiedResNet fixtures, plus every directory in `CLIP_PARITY_DIRS`.
 //!
 //! Every intermediate activation the fixture stores is compared too, in forward order, so a

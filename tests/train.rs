@@ -76,7 +76,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn options(dir: &Path) -> TrainOptions {
-    TrainOptions { output_dir: dir.to_path_buf(), progress: false, stop_after_epochs: None }
+    TrainOptions { output_dir: dir.to_path_buf(), stop_after_epochs: None }
 }
 
 /// Every float parameter and buffer of a module, in visiting order.
