@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use clip_handid::backend::Cpu;
-use clip_handid::clip::Clip;
+use clip_handid::clip::{Clip, ClipConfig};
 use clip_handid::handid::eval::FeatureExtractor;
 use clip_handid::handid::model::HandIdModel;
 use clip_handid::handid::provenance::{TOOL, sha256_file};
@@ -17,17 +17,20 @@ use clip_handid::handid::retrieval::{EXPORT_FORMAT, ModelKind, RetrievalModel, e
 use clip_handid::handid::train::{RUN_FORMAT, RunModel, Scenario, TrainConfig};
 use common::TempDir;
 
+/// Small CLIP weights and their architecture (their head counts do not follow OpenAI's rule).
 const WEIGHTS: &str = "tests/fixtures/clip/resnet_tiny/weights.safetensors";
+const CONFIG: &str = "tests/fixtures/clip/resnet_tiny/config.json";
 
 #[test]
 fn the_exported_encoder_gives_the_run_model_s_retrieval_feature() {
     let dir = TempDir::new("export");
     let device = Default::default();
     let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join(WEIGHTS);
-    let (clip, clip_config) = Clip::<Cpu>::from_file(&weights, &device).unwrap();
+    let clip_config = ClipConfig::from_json_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join(CONFIG)).unwrap();
+    let clip = Clip::<Cpu>::from_safetensors_with_config(&weights, &clip_config, &device).unwrap();
     let mut train = TrainConfig::paper(4);
     train.scenario = Scenario::ClipHandId;
-    let config = train.model_config(clip_config, 3, [64, 64]);
+    let config = train.model_config(clip_config.clone(), 3, [64, 64]);
     let model = HandIdModel::from_clip(clip, &config, &device).unwrap();
     // Running statistics away from their initial values, so that the necks' state is checked.
     model.neck_features.running_mean.update(Tensor::random([config.clip.vision.feature_width()], burn::tensor::Distribution::Default, &device));
@@ -74,7 +77,7 @@ fn the_exported_encoder_gives_the_run_model_s_retrieval_feature() {
     assert!(worst <= 1e-5, "the exported encoder differs from the run's model by {worst}");
 
     // CLIP weights load as CLIP, and are no exported model.
-    let clip = RetrievalModel::<Cpu>::load(&weights, &device).unwrap();
+    let clip = RetrievalModel::<Cpu>::load_with_config(&weights, Some(&clip_config), &device).unwrap();
     assert_eq!(clip.kind(), ModelKind::Clip);
     assert!(read_export_metadata(&weights).unwrap_err().to_string().contains("not an exported CLIP-HandID model"));
 }

@@ -27,6 +27,10 @@ pub struct TrainArgs {
     /// CLIP weights to start from (`handid fetch`); they also give the architecture and input size.
     #[arg(long)]
     weights: PathBuf,
+    /// The weights' architecture as config.json, for checkpoints whose head counts do not follow
+    /// OpenAI's rule (by default it is inferred from the tensor shapes).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// The run directory (config, metrics, checkpoints, selected model); rerunning resumes.
     #[arg(long)]
     out: PathBuf,
@@ -73,6 +77,7 @@ pub fn train(args: &TrainArgs) -> Result<(), String> {
         None => TrainData::Folder(args.data.clone()),
     };
     let mut request = TrainRequest::new(data, &args.weights, &args.out);
+    request.config = args.config.clone();
     request.epochs = args.epochs;
     request.batch_size = args.batch_size;
     request.lr = args.lr;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use clip_handid::clip::ClipConfig;
 use clip_handid::terminal::Terminal;
 use clip_handid::handid::eval::GalleryIndex;
 use clip_handid::handid::progress::Observer;
@@ -19,6 +20,10 @@ pub struct ModelArg {
     /// is read from the file.
     #[arg(long)]
     model: PathBuf,
+    /// For CLIP weights whose head counts do not follow OpenAI's rule: their architecture as
+    /// config.json (by default it is inferred from the tensor shapes).
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -118,7 +123,12 @@ macro_rules! with_model {
             let $device = device;
             let $observer: &mut dyn Observer = &mut terminal;
             $observer.message(&format!("loading {}", $arg.model.display()));
-            let $model = RetrievalModel::<B>::load(&$arg.model, &$device).map_err(|e| e.to_string())?;
+            let config = match &$arg.config {
+                Some(path) => Some(ClipConfig::from_json_file(path).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            let $model = RetrievalModel::<B>::load_with_config(&$arg.model, config.as_ref(), &$device)
+                .map_err(|e| e.to_string())?;
             $observer.message(&format!("{}, SHA-256 {}", $model.name(), $model.sha256()));
             $body
         })?

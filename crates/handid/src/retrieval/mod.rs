@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use clip_burn::preprocess::Transform;
 use clip_burn::vision::ImageEncoder;
-use clip_burn::{Clip, ClipError};
+use clip_burn::{Clip, ClipConfig, ClipError};
 use serde::{Deserialize, Serialize};
 
 use crate::eval::{EvalError, FeatureExtractor, FeatureMatrix, FeatureOptions, ModelInfo, extract_features};
@@ -175,6 +175,18 @@ impl<B: Backend> RetrievalModel<B> {
     /// [`export_run`], told apart by the file's safetensors metadata (`format` =
     /// [`EXPORT_FORMAT`]). The file is hashed (SHA-256) as it is loaded.
     pub fn load(path: &Path, device: &B::Device) -> Result<Self, RetrievalError> {
+        Self::load_with_config(path, None, device)
+    }
+
+    /// [`load`](Self::load), with CLIP weights read into the architecture `clip_config` instead
+    /// of the one inferred from the tensor shapes (for checkpoints whose head counts do not
+    /// follow OpenAI's width / 64 rule). An exported model carries its own architecture: giving
+    /// one for it is an error.
+    pub fn load_with_config(
+        path: &Path,
+        clip_config: Option<&ClipConfig>,
+        device: &B::Device,
+    ) -> Result<Self, RetrievalError> {
         if !path.is_file() {
             return Err(if path.exists() {
                 RetrievalError::Model { path: path.to_path_buf(), reason: "is not a file".into() }
@@ -186,6 +198,14 @@ impl<B: Backend> RetrievalModel<B> {
         if let Some(metadata) = export::safetensors_metadata(path)?
             && metadata.get("format").map(String::as_str) == Some(EXPORT_FORMAT)
         {
+            if clip_config.is_some() {
+                return Err(RetrievalError::Model {
+                    path: path.to_path_buf(),
+                    reason: "is an exported CLIP-HandID model, which carries its own architecture; a CLIP \
+                             architecture (--config) applies to CLIP weights only"
+                        .into(),
+                });
+            }
             let (encoder, architecture, preprocessing) = export::load_exported::<B>(path, &metadata, device)?;
             let name = format!("CLIP-HandID {} (BN-neck feature)", vision_label(&architecture.vision));
             return Ok(Self {
@@ -198,7 +218,10 @@ impl<B: Backend> RetrievalModel<B> {
                 name,
             });
         }
-        let (clip, config) = Clip::<B>::from_file(path, device)?;
+        let (clip, config) = match clip_config {
+            Some(config) => (Clip::<B>::from_safetensors_with_config(path, config, device)?, config.clone()),
+            None => Clip::<B>::from_file(path, device)?,
+        };
         let size = config.vision.image_size() as u32;
         Ok(Self {
             encoder: Encoder::Clip(clip.visual),

@@ -54,6 +54,10 @@ pub struct TrainRequest {
     /// CLIP weights to start from (any format `Clip::from_file` reads); they also give the
     /// architecture and the input size.
     pub weights: PathBuf,
+    /// The weights' architecture as `config.json` (docs/FIXTURES.md section 1 format), for
+    /// checkpoints whose head counts do not follow OpenAI's rule; inferred from the tensor
+    /// shapes when `None`.
+    pub config: Option<PathBuf>,
     /// The run directory (created; an existing run with the same settings is resumed).
     pub out: PathBuf,
     /// Epochs (the paper's 70).
@@ -78,6 +82,7 @@ impl TrainRequest {
         Self {
             data,
             weights: weights.into(),
+            config: None,
             out: out.into(),
             epochs: None,
             batch_size: None,
@@ -226,8 +231,15 @@ pub fn train_run<B: AutodiffBackend>(
         path: request.weights.clone(),
         reason: format!("cannot read the weights: {e}"),
     })?;
-    let (clip, clip_config) = Clip::<B>::from_file(&request.weights, device)
-        .map_err(|e| TrainError::Io { path: request.weights.clone(), reason: e.to_string() })?;
+    let weights_err = |e: clip_burn::ClipError| TrainError::Io { path: request.weights.clone(), reason: e.to_string() };
+    let (clip, clip_config) = match &request.config {
+        Some(path) => {
+            let config = clip_burn::ClipConfig::from_json_file(path)
+                .map_err(|e| TrainError::Io { path: path.clone(), reason: e.to_string() })?;
+            (Clip::<B>::from_safetensors_with_config(&request.weights, &config, device).map_err(weights_err)?, config)
+        }
+        None => Clip::<B>::from_file(&request.weights, device).map_err(weights_err)?,
+    };
     let size = clip_config.vision.image_size();
 
     let mut config = TrainConfig::paper(request.batch_size.unwrap_or(match clip_config.vision {
