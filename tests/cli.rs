@@ -40,10 +40,12 @@ fn s(path: &Path) -> &str {
 /// and returns the parsed `hits.json`.
 fn query_heldout(dir: &TempDir, model: &[&str], tag: &str, gallery: &Path, queries: &[PathBuf]) -> Value {
     let index = dir.path(&format!("{tag}.safetensors"));
-    let build = [&["index", "build", "--quiet"][..], model, &["--index", s(&index), "--identity-from-folder", s(gallery)]];
+    let build =
+        [&["index", "build", "--quiet"][..], model, &["--index", s(&index), "--identity-from-folder", s(gallery)]];
     handid(&build.concat());
     let hits = dir.path(&format!("{tag}-hits.json"));
-    let mut args = [&["index", "query", "--quiet"][..], model, &["--index", s(&index), "-k", "3", "--out", s(&hits)]].concat();
+    let mut args =
+        [&["index", "query", "--quiet"][..], model, &["--index", s(&index), "-k", "3", "--out", s(&hits)]].concat();
     args.extend(queries.iter().map(|q| s(q)));
     handid(&args);
     let json: Value = serde_json::from_slice(&std::fs::read(&hits).unwrap()).unwrap();
@@ -86,7 +88,8 @@ fn rank1(hits: &Value) -> f64 {
     let correct = queries
         .iter()
         .filter(|q| {
-            let identity = Path::new(q["path"].as_str().unwrap()).parent().unwrap().file_name().unwrap().to_str().unwrap();
+            let identity =
+                Path::new(q["path"].as_str().unwrap()).parent().unwrap().file_name().unwrap().to_str().unwrap();
             q["candidates"][0]["identity"].as_str() == Some(identity)
         })
         .count();
@@ -122,8 +125,24 @@ fn train_export_index_query_on_a_folder_of_hands() {
     let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join(WEIGHTS);
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join(CONFIG);
     let train_args = [
-        "train", "--quiet", "--data", s(&train), "--weights", s(&weights), "--config", s(&config), "--out", s(&run),
-        "--epochs", "20", "--batch-size", "16", "--lr", "1e-3", "--warmup-epochs", "2",
+        "train",
+        "--quiet",
+        "--data",
+        s(&train),
+        "--weights",
+        s(&weights),
+        "--config",
+        s(&config),
+        "--out",
+        s(&run),
+        "--epochs",
+        "20",
+        "--batch-size",
+        "16",
+        "--lr",
+        "1e-3",
+        "--warmup-epochs",
+        "2",
     ];
     handid(&train_args);
     for file in ["config.json", "model.json", "metrics.json", "best/model.mpk"] {
@@ -151,6 +170,46 @@ fn train_export_index_query_on_a_folder_of_hands() {
     let (after, before) = (rank1(&trained), rank1(&start));
     println!("held-out rank-1: {before:.3} with the starting weights, {after:.3} after training");
     assert!(after > before, "held-out rank-1 {after} after training is not above {before} of the starting weights");
+
+    // The protocol's figures for the exported model on a split of the held-out identities.
+    let manifest = dir.path("heldout.json");
+    handid(&[
+        "splits",
+        "--dataset",
+        "folder",
+        "--root",
+        s(&heldout),
+        "--train-fraction",
+        "0",
+        "--runs",
+        "2",
+        "--out",
+        s(&manifest),
+    ]);
+    let eval = dir.path("eval");
+    handid(&[
+        "evaluate",
+        "--quiet",
+        "--model",
+        s(&model),
+        "--split",
+        s(&manifest),
+        "--root",
+        s(&heldout),
+        "--out",
+        s(&eval),
+    ]);
+    let results: Value = serde_json::from_slice(&std::fs::read(eval.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["provenance"]["model_sha256"].as_str().unwrap(), sha256_file(&model).unwrap());
+    assert_eq!(results["manifest_sha256"].as_str().unwrap(), sha256_file(&manifest).unwrap());
+    let summary = &results["results"]["subsets"][0]["summary"];
+    for metric in ["rank1", "rank5", "rank10", "map_interpolated", "map_standard", "minp"] {
+        let mean = summary[metric]["mean"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&mean), "{metric} = {mean}");
+    }
+    for file in ["verification.json", "verification.png", "rankings.csv", "rankings.png"] {
+        assert!(eval.join(file).is_file(), "evaluate did not write {file}");
+    }
 
     // A score of one pair, and embeddings with their provenance.
     let out = handid(&["compare", "--quiet", "--model", s(&model), s(&queries[0]), s(&queries[1])]);

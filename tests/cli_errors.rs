@@ -53,13 +53,42 @@ fn missing_files_are_named() {
     assert!(err.contains("no-such-model.safetensors") && err.contains("does not exist"), "{err}");
 
     let gone = dir.path("gone.png");
-    let err = fails(1, &["compare", "-q", "--model", &weights(WEIGHTS), "--config", &weights(CONFIG), s(&image), s(&gone)]);
+    let err =
+        fails(1, &["compare", "-q", "--model", &weights(WEIGHTS), "--config", &weights(CONFIG), s(&image), s(&gone)]);
     assert!(err.contains("gone.png") && err.contains("does not exist"), "{err}");
 
-    let err = fails(1, &["index", "query", "-q", "--model", &weights(WEIGHTS), "--config", &weights(CONFIG), "--index", s(&dir.path("none.safetensors")), s(&image)]);
+    let err = fails(
+        1,
+        &[
+            "index",
+            "query",
+            "-q",
+            "--model",
+            &weights(WEIGHTS),
+            "--config",
+            &weights(CONFIG),
+            "--index",
+            s(&dir.path("none.safetensors")),
+            s(&image),
+        ],
+    );
     assert!(err.contains("none.safetensors"), "{err}");
 
-    let err = fails(1, &["train", "-q", "--data", s(&dir.path("no-data")), "--weights", &weights(WEIGHTS), "--config", &weights(CONFIG), "--out", s(&dir.path("run"))]);
+    let err = fails(
+        1,
+        &[
+            "train",
+            "-q",
+            "--data",
+            s(&dir.path("no-data")),
+            "--weights",
+            &weights(WEIGHTS),
+            "--config",
+            &weights(CONFIG),
+            "--out",
+            s(&dir.path("run")),
+        ],
+    );
     assert!(err.contains("no-data"), "{err}");
 }
 
@@ -68,9 +97,23 @@ fn an_image_that_is_not_one_is_named() {
     let dir = TempDir::new("cli-not-image");
     let fake = dir.path("hand.jpg");
     std::fs::write(&fake, b"<html>not a picture</html>").unwrap();
-    let err = fails(1, &["compare", "-q", "--model", &weights(WEIGHTS), "--config", &weights(CONFIG), s(&fake), s(&fake)]);
+    let err =
+        fails(1, &["compare", "-q", "--model", &weights(WEIGHTS), "--config", &weights(CONFIG), s(&fake), s(&fake)]);
     assert!(err.contains("hand.jpg") && err.contains("not an image"), "{err}");
-    let err = fails(1, &["embed", "-q", "--model", &weights(WEIGHTS), "--config", &weights(CONFIG), "--out", s(&dir.path("e.safetensors")), s(&fake)]);
+    let err = fails(
+        1,
+        &[
+            "embed",
+            "-q",
+            "--model",
+            &weights(WEIGHTS),
+            "--config",
+            &weights(CONFIG),
+            "--out",
+            s(&dir.path("e.safetensors")),
+            s(&fake),
+        ],
+    );
     assert!(err.contains("hand.jpg") && err.contains("not an image"), "{err}");
     // Nor is a text file a model.
     let err = fails(1, &["compare", "-q", "--model", s(&fake), s(&fake), s(&fake)]);
@@ -108,10 +151,24 @@ fn an_index_built_with_another_model_is_refused_by_its_sha256() {
     // The same bytes under another name are the same model.
     let copy = dir.path("copy.safetensors");
     std::fs::copy(&model, &copy).unwrap();
-    succeeds(&["index", "query", "-q", "--model", s(&copy), "--config", &config, "--index", s(&index), "-k", "2", s(&query)]);
+    succeeds(&[
+        "index",
+        "query",
+        "-q",
+        "--model",
+        s(&copy),
+        "--config",
+        &config,
+        "--index",
+        s(&index),
+        "-k",
+        "2",
+        s(&query),
+    ]);
     std::fs::copy(weights(OTHER_WEIGHTS), &model).unwrap();
     let other = weights(OTHER_CONFIG);
-    let err = fails(1, &["index", "query", "-q", "--model", s(&model), "--config", &other, "--index", s(&index), s(&query)]);
+    let err =
+        fails(1, &["index", "query", "-q", "--model", s(&model), "--config", &other, "--index", s(&index), s(&query)]);
     assert!(err.contains("g.safetensors") && err.contains("another model"), "{err}");
     let args = ["index", "build", "-q", "--append", "--model", s(&model), "--config", &other, "--index", s(&index)];
     let err = fails(1, &[&args[..], &[s(&gallery)]].concat());
@@ -124,11 +181,39 @@ fn folders_that_cannot_train_are_refused() {
     let run = dir.path("run");
     let one = dir.path("one-identity");
     SyntheticHands { identities: 1, images_per_identity: 4, size: 64, seed: 5 }.write_folders(&one).unwrap();
-    let err = fails(1, &["train", "-q", "--data", s(&one), "--weights", &weights(WEIGHTS), "--config", &weights(CONFIG), "--out", s(&run)]);
+    let err = fails(
+        1,
+        &[
+            "train",
+            "-q",
+            "--data",
+            s(&one),
+            "--weights",
+            &weights(WEIGHTS),
+            "--config",
+            &weights(CONFIG),
+            "--out",
+            s(&run),
+        ],
+    );
     assert!(err.contains("one-identity") && err.contains("at least two identities"), "{err}");
     let single = dir.path("single-images");
     SyntheticHands { identities: 3, images_per_identity: 1, size: 64, seed: 5 }.write_folders(&single).unwrap();
-    let err = fails(1, &["train", "-q", "--data", s(&single), "--weights", &weights(WEIGHTS), "--config", &weights(CONFIG), "--out", s(&run)]);
+    let err = fails(
+        1,
+        &[
+            "train",
+            "-q",
+            "--data",
+            s(&single),
+            "--weights",
+            &weights(WEIGHTS),
+            "--config",
+            &weights(CONFIG),
+            "--out",
+            s(&run),
+        ],
+    );
     assert!(err.contains("single-images") && err.contains("1 usable image"), "{err}");
     assert!(!run.join("model.json").exists(), "a refused run wrote its model.json");
 }
@@ -139,8 +224,18 @@ fn wrong_usage_exits_with_2_and_every_subcommand_has_an_example() {
     fails(2, &["no-such-command"]);
     fails(2, &["index", "query", "--model", "m", "--index", "i", "-k", "many", "q.jpg"]);
     let commands: &[&[&str]] = &[
-        &["demo"], &["fetch"], &["convert"], &["splits"], &["train"], &["export"], &["embed"], &["index", "build"],
-        &["index", "query"], &["compare"], &["evaluate"], &["reproduce"],
+        &["demo"],
+        &["fetch"],
+        &["convert"],
+        &["splits"],
+        &["train"],
+        &["export"],
+        &["embed"],
+        &["index", "build"],
+        &["index", "query"],
+        &["compare"],
+        &["evaluate"],
+        &["reproduce"],
     ];
     for command in commands {
         let help = succeeds(&[command, &["--help"][..]].concat());

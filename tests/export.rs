@@ -33,8 +33,16 @@ fn the_exported_encoder_gives_the_run_model_s_retrieval_feature() {
     let config = train.model_config(clip_config.clone(), 3, [64, 64]);
     let model = HandIdModel::from_clip(clip, &config, &device).unwrap();
     // Running statistics away from their initial values, so that the necks' state is checked.
-    model.neck_features.running_mean.update(Tensor::random([config.clip.vision.feature_width()], burn::tensor::Distribution::Default, &device));
-    model.neck_projected.running_var.update(Tensor::random([config.clip.embed_dim], burn::tensor::Distribution::Uniform(0.5, 2.0), &device));
+    model.neck_features.running_mean.update(Tensor::random(
+        [config.clip.vision.feature_width()],
+        burn::tensor::Distribution::Default,
+        &device,
+    ));
+    model.neck_projected.running_var.update(Tensor::random(
+        [config.clip.embed_dim],
+        burn::tensor::Distribution::Uniform(0.5, 2.0),
+        &device,
+    ));
 
     let run = dir.path("run");
     std::fs::create_dir_all(run.join("best")).unwrap();

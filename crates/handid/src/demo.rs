@@ -201,8 +201,12 @@ pub fn run_demo<B: Backend>(
     clip_burn::io::check_output_dir(out, 64 << 20)
         .map_err(|e| format!("{}: cannot write the results there: {e}", out.display()))?;
     let data_root = out.join("data");
-    let synthetic =
-        SyntheticHands { identities: options.identities, images_per_identity: options.images_per_identity, size: side, seed: options.seed };
+    let synthetic = SyntheticHands {
+        identities: options.identities,
+        images_per_identity: options.images_per_identity,
+        size: side,
+        seed: options.seed,
+    };
     observer.message(&format!(
         "generating {} identities x {} synthetic hands in {}",
         options.identities,
@@ -219,7 +223,8 @@ pub fn run_demo<B: Backend>(
     manifest.save(&out.join("splits.json")).map_err(|e| e.to_string())?;
     let subset = &manifest.subsets[0];
     let classes = subset.train_classes();
-    let images = |entries: &[crate::data::Entry]| entries.iter().map(|e| ImageRef::Path(e.full_path(&data_root))).collect();
+    let images =
+        |entries: &[crate::data::Entry]| entries.iter().map(|e| ImageRef::Path(e.full_path(&data_root))).collect();
     let train_data = LabeledImages { images: images(&subset.train), labels: classes.train.clone() };
     let val_data = LabeledImages { images: images(&subset.val), labels: classes.val.clone() };
     let summary = subset.summary();
@@ -261,7 +266,8 @@ pub fn run_demo<B: Backend>(
     let untrained = {
         let valid = model.valid();
         let extractor = |pixels: Tensor<B, 4>| valid.retrieval_features(pixels);
-        evaluate_extractor(&extractor, &test_transform, &manifest, &data_root, device, observer).map_err(|e| e.to_string())?
+        evaluate_extractor(&extractor, &test_transform, &manifest, &data_root, device, observer)
+            .map_err(|e| e.to_string())?
     };
     let u = untrained.report.subsets[0].summary.clone();
     observer.message(&format!(

@@ -9,8 +9,8 @@ use clip_handid::clip::weights::download::{
 use clip_handid::clip::weights::manifest::{Manifest, Source, SourceFormat};
 use clip_handid::clip::weights::{ConvertOptions, Naming, Precision, convert_to_safetensors};
 use clip_handid::clip::{ClipConfig, VisionConfig};
-use clip_handid::terminal::{DownloadBar, Terminal};
 use clip_handid::handid::data::{DatasetKind, DrawOptions, draw_split};
+use clip_handid::terminal::{DownloadBar, Terminal};
 
 /// Arguments of `handid fetch`.
 #[derive(clap::Args, Debug)]

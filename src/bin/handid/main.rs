@@ -56,7 +56,9 @@ enum Command {
         quiet: bool,
     },
     /// Download a published CLIP model, verify its SHA-256 and convert it to safetensors.
-    #[command(after_help = "Example:\n  handid fetch ViT-B/16\n  handid fetch RN50 --dir weights/\n  handid fetch --list")]
+    #[command(
+        after_help = "Example:\n  handid fetch ViT-B/16\n  handid fetch RN50 --dir weights/\n  handid fetch --list"
+    )]
     Fetch(data_cmds::FetchArgs),
     /// Convert CLIP weights (TorchScript, torch.save, Hugging Face safetensors) to OpenAI-named
     /// safetensors.
@@ -88,7 +90,9 @@ enum Command {
     },
     /// Write the features of images (L2-normalised, flip-summed) to a safetensors file, with
     /// every image's SHA-256 and the model's in its metadata.
-    #[command(after_help = "Example:\n  handid embed --model my-model.safetensors --out features.safetensors a.jpg b.jpg")]
+    #[command(
+        after_help = "Example:\n  handid embed --model my-model.safetensors --out features.safetensors a.jpg b.jpg"
+    )]
     Embed(retrieval_cmds::EmbedArgs),
     /// Build or query a gallery index of hand images.
     #[command(subcommand)]

@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Autodiff;
 use clip_handid::args::{DemoArgs, ReproduceArgs};
-use clip_handid::terminal::Terminal;
 use clip_handid::handid::model::TextMode;
 use clip_handid::handid::retrieval::export_run;
 use clip_handid::handid::train::{Scenario, TrainData, TrainRequest, train_run};
+use clip_handid::terminal::Terminal;
 
 use crate::RunArgs;
 
@@ -73,7 +73,9 @@ pub fn demo(args: &DemoArgs, quiet: bool) -> Result<(), String> {
 pub fn train(args: &TrainArgs) -> Result<(), String> {
     let backend = args.run.backend.ensure_compiled()?;
     let data = match &args.split {
-        Some(manifest) => TrainData::Split { manifest: manifest.clone(), root: args.data.clone(), subset: args.subset.clone() },
+        Some(manifest) => {
+            TrainData::Split { manifest: manifest.clone(), root: args.data.clone(), subset: args.subset.clone() }
+        }
         None => TrainData::Folder(args.data.clone()),
     };
     let mut request = TrainRequest::new(data, &args.weights, &args.out);
@@ -101,7 +103,11 @@ pub fn train(args: &TrainArgs) -> Result<(), String> {
     if summary.resumed_epochs > 0 {
         println!("resumed after epoch {}", summary.resumed_epochs);
     }
-    println!("run directory {}; next: handid export {} --out MODEL.safetensors", args.out.display(), args.out.display());
+    println!(
+        "run directory {}; next: handid export {} --out MODEL.safetensors",
+        args.out.display(),
+        args.out.display()
+    );
     Ok(())
 }
 

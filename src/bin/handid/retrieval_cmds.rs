@@ -4,12 +4,12 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use clip_handid::clip::ClipConfig;
-use clip_handid::terminal::Terminal;
 use clip_handid::handid::eval::GalleryIndex;
 use clip_handid::handid::progress::Observer;
 use clip_handid::handid::retrieval::{
     RetrievalModel, build_index, collect_images, embed_to_file, evaluate_model, query_index,
 };
+use clip_handid::terminal::Terminal;
 
 use crate::RunArgs;
 
@@ -181,7 +181,13 @@ pub fn index(command: &IndexCommand) -> Result<(), String> {
                 for query in &report.queries {
                     println!("{}", query.path);
                     for c in &query.candidates {
-                        println!("  {:>4}  {:.4}  {}  {}", c.rank, c.score, c.identity.as_deref().unwrap_or("-"), c.path);
+                        println!(
+                            "  {:>4}  {:.4}  {}  {}",
+                            c.rank,
+                            c.score,
+                            c.identity.as_deref().unwrap_or("-"),
+                            c.path
+                        );
                     }
                 }
                 if let Some(out) = out {
@@ -220,7 +226,9 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<(), String> {
                 s.n_runs
             );
         }
-        println!("EER {:.4} (first run)", evaluation.verification.eer.rate);
+        if let Some(verification) = &evaluation.verification {
+            println!("EER {:.4} (first run)", verification.eer.rate);
+        }
         for file in files {
             println!("wrote {}", file.display());
         }

@@ -21,8 +21,11 @@ use crate::provenance::{HashedImage, Provenance, TOOL, sha256_file};
 pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, RetrievalError> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), RetrievalError> {
         let list_err = |e: std::io::Error| RetrievalError::io(dir, format!("cannot list the folder: {e}"));
-        let mut paths: Vec<PathBuf> =
-            std::fs::read_dir(dir).map_err(list_err)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(list_err)?;
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(list_err)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(list_err)?;
         paths.sort();
         for path in paths {
             if path.is_dir() {
@@ -82,8 +85,9 @@ pub fn embed_to_file<B: Backend>(
     let provenance = model.provenance(device);
     let write_err = |e: String| RetrievalError::io(out, format!("cannot write the embeddings: {e}"));
     let bytes: Vec<u8> = features.data().iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![features.rows(), features.dim()], &bytes)
-        .map_err(|e| write_err(e.to_string()))?;
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![features.rows(), features.dim()], &bytes)
+            .map_err(|e| write_err(e.to_string()))?;
     let metadata = HashMap::from([
         ("format".to_string(), "clip-handid-embeddings/1".to_string()),
         ("images".to_string(), serde_json::to_string(&hashed).map_err(|e| write_err(e.to_string()))?),

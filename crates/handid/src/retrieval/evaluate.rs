@@ -24,8 +24,9 @@ use crate::provenance::{Provenance, sha256_file};
 pub struct Evaluation {
     /// Retrieval metrics per run and subset, with their mean and standard deviation.
     pub report: ProtocolReport,
-    /// Verification figures of the first subset's first run.
-    pub verification: VerificationReport,
+    /// Verification figures of the first subset's first run; `None` when it has no impostor
+    /// comparisons (a single test identity) or no genuine ones.
+    pub verification: Option<VerificationReport>,
     /// The ranked candidates (top 5) of the first subset's first run.
     pub rankings: RankedLists,
 }
@@ -41,7 +42,7 @@ struct Results<'a> {
 
 impl Evaluation {
     /// Writes `results.json` (the metrics with `provenance` and the manifest's SHA-256),
-    /// `verification.json` and `verification.png`, `rankings.csv` and `rankings.png` (six
+    /// `verification.json` and `verification.png` (when there are verification figures), `rankings.csv` and `rankings.png` (six
     /// queries with their five best candidates; images found under `root`) into `out`, and
     /// returns the files written.
     pub fn write(
@@ -68,16 +69,21 @@ impl Evaluation {
 
     /// Writes the verification and ranking outputs of [`write`](Self::write) only.
     pub fn write_figures(&self, out: &Path, root: &Path) -> Result<Vec<PathBuf>, RetrievalError> {
-        let (vj, vp, rc, rp) =
-            (out.join("verification.json"), out.join("verification.png"), out.join("rankings.csv"), out.join("rankings.png"));
-        self.verification.write_json(&vj)?;
-        self.verification.write_png(&vp)?;
+        let mut files = Vec::new();
+        if let Some(verification) = &self.verification {
+            let (json, png) = (out.join("verification.json"), out.join("verification.png"));
+            verification.write_json(&json)?;
+            verification.write_png(&png)?;
+            files.extend([json, png]);
+        }
+        let (rc, rp) = (out.join("rankings.csv"), out.join("rankings.png"));
         self.rankings.write_csv(&rc)?;
         let queries = &self.rankings.queries;
         let shown: Vec<_> = queries.iter().step_by((queries.len() / 6).max(1)).take(6).collect();
         let options = ContactSheetOptions { top_k: 5, thumb_width: 96, thumb_height: 96, frame: 4 };
         write_contact_sheet(&shown, root, &rp, &options)?;
-        Ok(vec![vj, vp, rc, rp])
+        files.extend([rc, rp]);
+        Ok(files)
     }
 }
 
@@ -131,7 +137,11 @@ where
     let (query_ids, gallery_ids) = (ids(&run.query), ids(gallery));
     let (query_labels, gallery_labels) = identity_labels(&query_ids, &gallery_ids);
     let scores = ScoreSets::from_similarity(&similarity, &query_labels, &gallery_labels)?;
-    let verification = VerificationReport::compute(&scores, &VerificationOptions::default())?;
+    let verification = if scores.genuine.is_empty() || scores.impostor.is_empty() {
+        None
+    } else {
+        Some(VerificationReport::compute(&scores, &VerificationOptions::default())?)
+    };
     // Thumbnails are labelled with the identity's id alone (the group is the same for all).
     let short = |entries: &[Entry]| entries.iter().map(|e| e.identity.id.clone()).collect::<Vec<_>>();
     let rel = |entries: &[Entry]| entries.iter().map(|e| e.path.clone()).collect::<Vec<_>>();

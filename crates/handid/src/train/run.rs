@@ -133,7 +133,14 @@ impl RunModel {
     /// Whether `other` describes the same training (all but the tool and backend).
     fn same_training(&self, other: &Self) -> bool {
         (&self.model, &self.identities, &self.weights_sha256, &self.train_images, &self.val_images, self.seed)
-            == (&other.model, &other.identities, &other.weights_sha256, &other.train_images, &other.val_images, other.seed)
+            == (
+                &other.model,
+                &other.identities,
+                &other.weights_sha256,
+                &other.train_images,
+                &other.val_images,
+                other.seed,
+            )
     }
 }
 
@@ -204,8 +211,10 @@ fn hash_images(root: &Path, entries: &[crate::data::Entry]) -> Result<Vec<Hashed
         .par_iter()
         .map(|e| {
             let path = e.full_path(root);
-            let sha256 = sha256_file(&path)
-                .map_err(|err| TrainError::Io { path: path.clone(), reason: format!("cannot read the image: {err}") })?;
+            let sha256 = sha256_file(&path).map_err(|err| TrainError::Io {
+                path: path.clone(),
+                reason: format!("cannot read the image: {err}"),
+            })?;
             Ok(HashedImage { path: e.path.clone(), sha256 })
         })
         .collect()
@@ -319,8 +328,8 @@ fn write_run_model(dir: &Path, run: &RunModel) -> Result<(), TrainError> {
         }
         return Ok(());
     }
-    let mut bytes = serde_json::to_vec_pretty(run)
-        .map_err(|e| TrainError::Io { path: path.clone(), reason: e.to_string() })?;
+    let mut bytes =
+        serde_json::to_vec_pretty(run).map_err(|e| TrainError::Io { path: path.clone(), reason: e.to_string() })?;
     bytes.push(b'\n');
     crate::eval::write_atomic(&path, &bytes).map_err(|e| TrainError::Io { path, reason: e.to_string() })
 }
