@@ -202,6 +202,12 @@ fn train_export_index_query_on_a_folder_of_hands() {
     let results: Value = serde_json::from_slice(&std::fs::read(eval.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["provenance"]["model_sha256"].as_str().unwrap(), sha256_file(&model).unwrap());
     assert_eq!(results["manifest_sha256"].as_str().unwrap(), sha256_file(&manifest).unwrap());
+    let images = results["images"].as_array().unwrap();
+    assert_eq!(images.len(), heldout_ids * (per_id - 1));
+    for image in images {
+        let path = heldout.join(image["path"].as_str().unwrap());
+        assert_eq!(image["sha256"].as_str().unwrap(), sha256_file(&path).unwrap(), "{path:?}");
+    }
     let summary = &results["results"]["subsets"][0]["summary"];
     for metric in ["rank1", "rank5", "rank10", "map_interpolated", "map_standard", "minp"] {
         let mean = summary[metric]["mean"].as_f64().unwrap();

@@ -671,6 +671,7 @@ fn zero_shot_cells<B: AutodiffBackend>(
 
 /// A trained scenario on one subset: train from the pretrained CLIP (resuming a run that was
 /// interrupted), then evaluate the subset's runs with the selected model.
+#[allow(clippy::too_many_arguments)]
 fn trained_cell<B: AutodiffBackend>(
     options: &ReproduceOptions,
     dataset: &PreparedDataset,

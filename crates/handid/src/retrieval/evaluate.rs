@@ -17,7 +17,8 @@ use crate::eval::{
     extract_features, identity_labels, write_contact_sheet,
 };
 use crate::progress::{Observer, counted};
-use crate::provenance::{Provenance, sha256_file};
+use super::hash_files;
+use crate::provenance::{HashedImage, Provenance, sha256_file};
 
 /// Everything one evaluation measured.
 #[derive(Debug, Clone)]
@@ -29,6 +30,8 @@ pub struct Evaluation {
     pub verification: Option<VerificationReport>,
     /// The ranked candidates (top 5) of the first subset's first run.
     pub rankings: RankedLists,
+    /// The images whose features were used, relative to the dataset root.
+    pub images: Vec<String>,
 }
 
 /// `results.json`: the metrics and what produced them.
@@ -37,11 +40,13 @@ struct Results<'a> {
     provenance: &'a Provenance,
     manifest: &'a str,
     manifest_sha256: &'a str,
+    images: Vec<HashedImage>,
     results: &'a ProtocolReport,
 }
 
 impl Evaluation {
-    /// Writes `results.json` (the metrics with `provenance` and the manifest's SHA-256),
+    /// Writes `results.json` (the metrics with `provenance`, the manifest's SHA-256 and every
+    /// evaluated image's),
     /// `verification.json` and `verification.png` (when there are verification figures), `rankings.csv` and `rankings.png` (six
     /// queries with their five best candidates; images found under `root`) into `out`, and
     /// returns the files written.
@@ -54,10 +59,16 @@ impl Evaluation {
     ) -> Result<Vec<PathBuf>, RetrievalError> {
         let manifest_sha256 = sha256_file(manifest).map_err(|e| RetrievalError::io(manifest, e))?;
         let results = out.join("results.json");
+        let files: Vec<PathBuf> = self.images.iter().map(|p| under(root, p)).collect();
+        let mut images = hash_files(&files)?;
+        for (image, rel) in images.iter_mut().zip(&self.images) {
+            image.path = rel.clone();
+        }
         let body = Results {
             provenance,
             manifest: &manifest.display().to_string(),
             manifest_sha256: &manifest_sha256,
+            images,
             results: &self.report,
         };
         let mut bytes = serde_json::to_vec_pretty(&body).map_err(|e| RetrievalError::io(&results, e))?;
@@ -87,6 +98,13 @@ impl Evaluation {
     }
 }
 
+/// The file of a manifest path (`/`-separated, relative) under `root`.
+fn under(root: &Path, relative: &str) -> PathBuf {
+    let mut full = root.to_path_buf();
+    full.extend(relative.split('/'));
+    full
+}
+
 /// Evaluates `extractor` on `manifest` (images under `root`, preprocessed with `transform`,
 /// flip-summed): each image's feature is extracted once, then the metrics of every run, the
 /// verification figures and the rankings of the first run are computed from them.
@@ -109,14 +127,7 @@ where
             "the manifest has no Monte Carlo runs to evaluate (no test identities)".into(),
         )));
     };
-    let files: Vec<PathBuf> = paths
-        .iter()
-        .map(|p| {
-            let mut full = root.to_path_buf();
-            full.extend(p.split('/'));
-            full
-        })
-        .collect();
+    let files: Vec<PathBuf> = paths.iter().map(|p| under(root, p)).collect();
     let features = counted(observer, "evaluation features", files.len(), |report| {
         extract_features(extractor, &files, transform, &FeatureOptions::default(), device, report)
     })?;
@@ -147,7 +158,7 @@ where
     let rel = |entries: &[Entry]| entries.iter().map(|e| e.path.clone()).collect::<Vec<_>>();
     let rankings =
         RankedLists::compute(&similarity, &short(&run.query), &short(gallery), &rel(&run.query), &rel(gallery), 5)?;
-    Ok(Evaluation { report, verification, rankings })
+    Ok(Evaluation { report, verification, rankings, images: paths })
 }
 
 /// [`evaluate_extractor`] with a loaded model and its own preprocessing, on the manifest file

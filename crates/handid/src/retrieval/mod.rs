@@ -142,8 +142,8 @@ impl fmt::Display for ModelKind {
 }
 
 enum Encoder<B: Backend> {
-    Clip(ImageEncoder<B>),
-    HandId(ReidEncoder<B>),
+    Clip(Box<ImageEncoder<B>>),
+    HandId(Box<ReidEncoder<B>>),
 }
 
 /// A model loaded for retrieval from one file, with what identifies it: its kind, its
@@ -209,7 +209,7 @@ impl<B: Backend> RetrievalModel<B> {
             let (encoder, architecture, preprocessing) = export::load_exported::<B>(path, &metadata, device)?;
             let name = format!("CLIP-HandID {} (BN-neck feature)", vision_label(&architecture.vision));
             return Ok(Self {
-                encoder: Encoder::HandId(encoder),
+                encoder: Encoder::HandId(Box::new(encoder)),
                 kind: ModelKind::ClipHandid,
                 path: path.to_path_buf(),
                 sha256,
@@ -224,7 +224,7 @@ impl<B: Backend> RetrievalModel<B> {
         };
         let size = config.vision.image_size() as u32;
         Ok(Self {
-            encoder: Encoder::Clip(clip.visual),
+            encoder: Encoder::Clip(Box::new(clip.visual)),
             kind: ModelKind::Clip,
             path: path.to_path_buf(),
             sha256,

@@ -21,7 +21,7 @@ use crate::loss::{label_smoothing_cross_entropy, supervised_contrastive};
 use crate::model::HandIdModel;
 use crate::progress::{Observer, Silent};
 
-/// Where a run writes and how it reports.
+/// Where a run writes (progress goes to the observer of [`train_observed`]).
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
     /// Run directory: `config.json`, `metrics.csv`, `metrics.json`, `checkpoints/`, `best/`.
