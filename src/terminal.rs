@@ -1,5 +1,5 @@
 //! Progress on a terminal for the `handid` command and the examples: an
-//! [`Observer`](handid::progress::Observer) and a download
+//! [`Observer`] and a download
 //! [`Progress`](crate::clip::weights::download::Progress) drawn with indicatif on stderr.
 
 use handid::progress::Observer;

@@ -9,6 +9,7 @@ use burn::prelude::*;
 use clip_burn::preprocess::Transform;
 use serde::Serialize;
 
+use super::hash_files;
 use super::{RetrievalError, RetrievalModel};
 use crate::data::{Entry, SplitManifest};
 use crate::eval::{
@@ -17,7 +18,6 @@ use crate::eval::{
     extract_features, identity_labels, write_contact_sheet,
 };
 use crate::progress::{Observer, counted};
-use super::hash_files;
 use crate::provenance::{HashedImage, Provenance, sha256_file};
 
 /// Everything one evaluation measured.

@@ -220,8 +220,10 @@ fn hash_images(root: &Path, entries: &[crate::data::Entry]) -> Result<Vec<Hashed
         .collect()
 }
 
-/// Trains CLIP-HandID from CLIP weights as `request` says, reporting to `observer`; see the
-/// [module documentation](self). `B` is an autodiff backend.
+/// Trains CLIP-HandID from CLIP weights as `request` says, reporting to `observer`, into the
+/// run directory `request.out`: the trainer's files (`config.json`, `metrics.*`, `checkpoints/`,
+/// `best/`) and `model.json` ([`RunModel`]). Rerunning with the same directory resumes. `B` is
+/// an autodiff backend.
 ///
 /// Everything is checked before training starts: the data (at least two identities, each with
 /// a validation image and a training image; every file present), the weights, the settings and
