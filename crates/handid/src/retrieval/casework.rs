@@ -16,7 +16,8 @@ use crate::progress::{Observer, counted};
 use crate::provenance::{HashedImage, Provenance, TOOL, sha256_file};
 
 /// Image files among `inputs`: files as given (whatever their extension), folders searched
-/// recursively for files with an image extension, in sorted order. Fails, naming the path, on
+/// recursively for files with an image extension, in sorted order, hidden entries (names
+/// starting with `.`) skipped. Fails, naming the path, on
 /// an input that does not exist or a folder that cannot be listed, and when no image is found.
 pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, RetrievalError> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), RetrievalError> {
@@ -28,6 +29,10 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, RetrievalError
             .map_err(list_err)?;
         paths.sort();
         for path in paths {
+            // Hidden entries (`.git`, macOS's `._photo.jpg` resource forks) are not images.
+            if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')) {
+                continue;
+            }
             if path.is_dir() {
                 walk(&path, out)?;
             } else if path.file_name().and_then(|n| n.to_str()).is_some_and(has_image_extension) {
@@ -259,4 +264,39 @@ pub fn query_index<B: Backend>(
         })
         .collect();
     Ok(QueryReport { provenance, queries })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_are_collected_from_files_and_folders_in_order() {
+        let dir = std::env::temp_dir().join(format!("handid-collect-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for file in ["b/2.png", "b/1.JPG", "a/x/3.webp", "a/notes.txt", "a/.hidden/4.png", "a/._5.png"] {
+            let path = dir.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, b"x").unwrap();
+        }
+        let loose = dir.join("loose.bin");
+        std::fs::write(&loose, b"x").unwrap();
+        let found = collect_images(&[dir.join("b"), loose.clone(), dir.join("a")]).unwrap();
+        let names: Vec<PathBuf> = found.iter().map(|p| p.strip_prefix(&dir).unwrap().to_path_buf()).collect();
+        // Folders sorted and searched recursively for image extensions, hidden entries skipped;
+        // files taken as given.
+        let expected = ["b/1.JPG", "b/2.png", "loose.bin", "a/x/3.webp"];
+        assert_eq!(names, expected.iter().map(PathBuf::from).collect::<Vec<_>>());
+
+        let missing = dir.join("missing.png");
+        let err = collect_images(&[dir.join("a"), missing.clone()]).unwrap_err();
+        assert!(matches!(&err, RetrievalError::Missing { path } if *path == missing), "{err}");
+        std::fs::create_dir_all(dir.join("empty")).unwrap();
+        let err = collect_images(&[dir.join("empty")]).unwrap_err();
+        assert!(err.to_string().contains("no image files found"), "{err}");
+
+        let hashed = hash_files(&[loose]).unwrap();
+        assert_eq!(hashed[0].sha256, crate::provenance::sha256_bytes(b"x"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
