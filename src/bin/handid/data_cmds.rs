@@ -1,14 +1,13 @@
 //! `handid fetch`, `convert`, `splits`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clip_handid::clip::Clip;
-use clip_handid::clip::weights::download::{
-    DownloadError, DownloadOptions, Target, WEIGHTS_DIR_ENV, default_weights_dir, download,
-};
-use clip_handid::clip::weights::manifest::{Manifest, Source, SourceFormat};
-use clip_handid::clip::weights::{ConvertOptions, Naming, Precision, convert_to_safetensors};
-use clip_handid::clip::{ClipConfig, VisionConfig};
+use clip_handid::clip::VisionConfig;
+use clip_handid::clip::weights::download::WEIGHTS_DIR_ENV;
+use clip_handid::clip::weights::fetch::{self as weights_fetch, FetchOptions, plan};
+use clip_handid::clip::weights::manifest::{Manifest, Source};
+use clip_handid::clip::weights::{ConvertOptions, Precision, convert_to_safetensors};
 use clip_handid::handid::data::{DatasetKind, DrawOptions, draw_split};
 use clip_handid::terminal::{DownloadBar, Terminal};
 
@@ -94,20 +93,6 @@ fn describe(source: &Source) -> String {
     format!("{} ({size}, SHA-256 {sha})", source.url)
 }
 
-fn offline_help(source: &Source, path: &Path) -> String {
-    let sha = match &source.sha256 {
-        Some(sha) => format!("SHA-256 {sha}"),
-        None => "no SHA-256 is recorded for it".to_string(),
-    };
-    let size = source.size.map_or_else(String::new, |s| format!(", {s} bytes"));
-    format!(
-        "to install it by hand, download {} ({sha}{size}) on a machine with network, put it at {} and run this \
-         command again: the file will be verified and converted",
-        source.url,
-        path.display()
-    )
-}
-
 pub fn fetch(args: &FetchArgs) -> Result<(), String> {
     let manifest = Manifest::embedded()?;
     if args.list {
@@ -121,68 +106,40 @@ pub fn fetch(args: &FetchArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    let model = manifest.model(args.model.as_deref().unwrap_or_default())?;
-    let source = model.source(args.source.as_deref())?;
-    if source.sha256.is_none() && !args.allow_unverified {
-        return Err(format!(
-            "the manifest records no SHA-256 for {} (source `{}` of {}), so the download could not be verified; \
-             pass --allow-unverified to accept it (the digest found will be printed), or use the default source",
-            source.url, source.id, model.name
-        ));
-    }
-    let dir = match &args.dir {
-        Some(dir) => dir.clone(),
-        None => default_weights_dir()?,
+    let options = FetchOptions {
+        dir: args.dir.clone(),
+        source: args.source.clone(),
+        allow_unverified: args.allow_unverified,
+        precision: if args.f32 { Precision::F32 } else { Precision::Keep },
+        check: !args.no_check,
+        ..FetchOptions::default()
     };
-    let raw = dir.join(&source.file);
+    let name = args.model.as_deref().unwrap_or_default();
+    let (model, source, dir) = plan(&manifest, name, &options)?;
     println!("{} from {}", model.name, describe(source));
     println!("into {} (set with --dir or {WEIGHTS_DIR_ENV})", dir.display());
     let mut bar = DownloadBar::new(source.size.unwrap_or(0));
-    let target = Target { url: &source.url, sha256: source.sha256.as_deref(), dest: &raw };
-    let fetched = download(&target, &DownloadOptions::default(), &mut bar);
+    let fetched = weights_fetch::fetch::<burn::backend::Flex>(&manifest, name, &options, &Default::default(), &mut bar);
     bar.finish();
-    let fetched = match fetched {
-        Ok(f) => f,
-        Err(e @ DownloadError::Unreachable { .. }) => return Err(format!("{e}; {}", offline_help(source, &raw))),
-        Err(e @ DownloadError::Interrupted { .. }) => {
-            return Err(format!("{e}; if this keeps failing, {}", offline_help(source, &raw)));
-        }
-        Err(e) => return Err(e.to_string()),
-    };
-    match (fetched.already_present, fetched.verified) {
-        (true, _) => println!("{} is already there (SHA-256 {} verified)", raw.display(), fetched.sha256),
-        (false, true) => println!("downloaded {} bytes, SHA-256 verified", fetched.bytes),
+    let fetched = fetched?;
+    let d = &fetched.download;
+    match (d.already_present, d.verified) {
+        (true, _) => println!("{} is already there (SHA-256 {} verified)", d.path.display(), d.sha256),
+        (false, true) => println!("downloaded {} bytes, SHA-256 verified", d.bytes),
         (false, false) => println!(
             "downloaded {} bytes, NOT verified: no SHA-256 is recorded in the manifest; found {}",
-            fetched.bytes, fetched.sha256
+            d.bytes, d.sha256
         ),
     }
-    let ready = if source.format == SourceFormat::Safetensors && source.naming == Naming::OpenAi {
-        raw.clone()
-    } else {
-        let out = dir.join(model.output_file(source));
-        if out.exists() {
-            println!("{} already exists (delete it to convert again)", out.display());
-        } else {
-            let options =
-                ConvertOptions { precision: if args.f32 { Precision::F32 } else { Precision::Keep }, key: None };
-            let report = convert_to_safetensors(&raw, &out, &options).map_err(|e| e.to_string())?;
-            let dtypes: Vec<String> = report.dtypes.iter().map(|(d, n)| format!("{n} {d}")).collect();
-            println!("converted {} tensors ({}) to {}", report.tensors, dtypes.join(", "), out.display());
-        }
-        out
-    };
-    if !args.no_check {
-        let (_, config) = Clip::<burn::backend::Flex>::from_file(&ready, &Default::default())
-            .map_err(|e| format!("{}: does not load as CLIP: {e}", ready.display()))?;
-        let expected = ClipConfig::preset(&model.architecture).map_err(|e| e.to_string())?;
-        if config != expected {
-            return Err(format!("{} loads, but not as the {} architecture", ready.display(), model.name));
-        }
-        println!("checked: loads as {} (input {}x{0})", model.name, config.vision.image_size());
+    if let Some(report) = &fetched.conversion {
+        let dtypes: Vec<String> = report.dtypes.iter().map(|(d, n)| format!("{n} {d}")).collect();
+        println!("converted {} tensors ({}) to {}", report.tensors, dtypes.join(", "), fetched.ready.display());
     }
-    println!("weights ready: {}", ready.display());
-    println!("next: handid train --data HANDS/ --weights {} --out run", ready.display());
+    if let Some(config) = &fetched.checked {
+        println!("checked: loads as {} (input {}x{0})", fetched.model.name, config.vision.image_size());
+    }
+    println!("weights ready: {}", fetched.ready.display());
+    println!("next: handid train --data HANDS/ --weights {} --out run", fetched.ready.display());
     Ok(())
 }
 
