@@ -34,7 +34,7 @@ const DIM: usize = 1280;
 /// Monte Carlo runs.
 const RUNS: usize = 10;
 
-/// 11k subsets: name, test identities, queries per run (REFERENCE.md section 5).
+/// 11k subsets: name, test identities, queries per run (docs/METHOD.md section 4).
 const HANDS_11K: [(&str, usize, usize); 4] =
     [("dorsal_right", 71, 971), ("dorsal_left", 73, 988), ("palmar_right", 71, 917), ("palmar_left", 75, 948)];
 /// PolyU HD: test identities, queries per run, distractor identities and images.

@@ -17,7 +17,7 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 
 # The text tower is random too, and the contrastive losses use unnormalised features at
-# temperature 1 (REFERENCE.md section 3): on CPU, two warm-up epochs of a toy run took them from
+# temperature 1 (docs/METHOD.md section 2): on CPU, two warm-up epochs of a toy run took them from
 # 25 to 65 while the ID loss fell, so the summary shows both parts.
 # Random weights, so the paper's 5e-6 (for fine-tuning pretrained CLIP) would barely move; 1e-4
 # with the new layers at 10x shows whether the whole step trains.

@@ -1,4 +1,4 @@
-//! CLIP model parity with open_clip (FIXTURES.md section 1): the committed tiny ViT and
+//! CLIP model parity with open_clip (docs/FIXTURES.md section 1): the committed tiny ViT and
 //! ModifiedResNet fixtures, plus every directory in `CLIP_PARITY_DIRS`, on the backend that
 //! `CLIP_HANDID_TEST_BACKEND` names (`flex` by default; `wgpu` and `cuda` need their features).
 //!

@@ -1,4 +1,4 @@
-//! Flip-summed retrieval features of image files (REFERENCE.md section 6) with the tiny CLIP ViT
+//! Flip-summed retrieval features of image files (docs/METHOD.md section 5) with the tiny CLIP ViT
 //! fixture and with closures.
 
 mod common;

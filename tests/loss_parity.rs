@@ -1,4 +1,4 @@
-//! Loss parity with PyTorch (FIXTURES.md section 4): values and gradients of the committed
+//! Loss parity with PyTorch (docs/FIXTURES.md section 4): values and gradients of the committed
 //! cases and of every file in `HANDID_LOSS_CASES`, on the backend that
 //! `CLIP_HANDID_TEST_BACKEND` names (`flex` by default; `wgpu` and `cuda` need their features).
 

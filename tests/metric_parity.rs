@@ -1,5 +1,5 @@
 //! Retrieval metric parity with an independent numpy implementation of the published formulas
-//! (FIXTURES.md section 3): the committed cases in `tests/fixtures/metrics/cases.json`
+//! (docs/FIXTURES.md section 3): the committed cases in `tests/fixtures/metrics/cases.json`
 //! (written by `scripts/fixtures/make_metric_cases.py`), plus every JSON file named in the
 //! colon-separated `HANDID_METRIC_CASES`.
 
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use clip_handid::handid::eval::{Similarity, evaluate};
 
-/// Tolerance of every compared value (FIXTURES.md).
+/// Tolerance of every compared value (docs/FIXTURES.md).
 const TOLERANCE: f64 = 1e-6;
 
 /// One case. Identities may be JSON integers or strings; they are mapped to `u64` labels.

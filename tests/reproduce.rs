@@ -154,7 +154,6 @@ fn options(f: &Fixture) -> ReproduceOptions {
         batch_size: Some(4),
         text_mode: TextMode::Paper,
         allow_count_mismatch: true,
-        progress: false,
     }
 }
 

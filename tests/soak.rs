@@ -113,7 +113,7 @@ fn fifty_training_epochs_keep_memory_flat() {
     train_config.augment.crop = [32, 32];
     let dir = TempDir::new("soak-train");
     let run = dir.path("run");
-    let options = TrainOptions { output_dir: run.clone(), progress: false, stop_after_epochs: None };
+    let options = TrainOptions { output_dir: run.clone(), stop_after_epochs: None };
 
     // A sampler thread reads VmRSS and how many epochs metrics.json lists.
     let stop = Arc::new(AtomicBool::new(false));

@@ -2,7 +2,7 @@
 //! test identity per run, the combined 11k gallery, determinism, manifests, errors, loading.
 //!
 //! With `HANDID_11K_ROOT` / `HANDID_HD_ROOT` pointing at the real datasets, their published
-//! counts (REFERENCE.md section 5) are asserted too.
+//! counts (docs/METHOD.md section 4) are asserted too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! CLIP tokenizer parity with open_clip's `tokenize` (FIXTURES.md section 2): the committed
+//! CLIP tokenizer parity with open_clip's `tokenize` (docs/FIXTURES.md section 2): the committed
 //! cases in `tests/fixtures/tokenizer/cases.json`, plus every JSON file named in the
 //! colon-separated `CLIP_TOKENIZER_CASES`.
 

@@ -76,7 +76,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn options(dir: &Path) -> TrainOptions {
-    TrainOptions { output_dir: dir.to_path_buf(), progress: false, stop_after_epochs: None }
+    TrainOptions { output_dir: dir.to_path_buf(), stop_after_epochs: None }
 }
 
 /// Every float parameter and buffer of a module, in visiting order.
@@ -236,5 +236,56 @@ fn divergence_and_bad_settings_stop_with_a_clear_error() {
         train(model(TextMode::Paper, 1), &train_data, &LabeledImages::default(), &fine_tune, &options(&dir), &device)
             .unwrap();
     assert_eq!(out.history[0].contrastive_loss, 0.0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Records what an observer receives.
+#[derive(Default)]
+struct Recorded {
+    tasks: Vec<(String, usize)>,
+    last_done: Vec<usize>,
+    finished: usize,
+    epochs: Vec<(usize, usize, f64)>,
+}
+
+impl clip_handid::handid::progress::Observer for Recorded {
+    fn task(&mut self, name: &str, total: usize) {
+        self.tasks.push((name.to_string(), total));
+        self.last_done.push(0);
+    }
+    fn advance(&mut self, done: usize, status: &str) {
+        assert!(status.contains("loss"), "step status without the running loss: {status:?}");
+        *self.last_done.last_mut().expect("advance inside a task") = done;
+    }
+    fn finish(&mut self) {
+        self.finished += 1;
+    }
+    fn epoch(&mut self, metrics: &clip_handid::handid::train::EpochMetrics, epochs: usize) {
+        self.epochs.push((metrics.epoch, epochs, metrics.loss));
+    }
+}
+
+#[test]
+fn training_reports_every_step_and_epoch_to_the_observer() {
+    let _serial = serial();
+    let device = Default::default();
+    let dir = scratch("observer");
+    let mut recorded = Recorded::default();
+    let train_data = data(2); // 8 images: two steps of 4 per epoch
+    let out = clip_handid::handid::train::train_observed(
+        model(TextMode::Paper, 5),
+        &train_data,
+        &LabeledImages::default(),
+        &config(TextMode::Paper, 2),
+        &options(&dir),
+        &device,
+        &mut recorded,
+    )
+    .unwrap();
+    assert_eq!(recorded.tasks, vec![("epoch 1/2".to_string(), 2), ("epoch 2/2".to_string(), 2)]);
+    assert_eq!(recorded.last_done, vec![2, 2]);
+    assert_eq!(recorded.finished, 2);
+    let losses: Vec<f64> = out.history.iter().map(|m| m.loss).collect();
+    assert_eq!(recorded.epochs, vec![(0, 2, losses[0]), (1, 2, losses[1])]);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -321,3 +321,59 @@ fn fetch_convert_and_load_an_archive() {
     clip_handid::clip::Clip::<burn::backend::Flex>::from_safetensors_with_config(&out, &config, &Default::default())
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn one_call_fetches_converts_and_reuses_a_model_of_a_manifest() {
+    // `weights::fetch::fetch` (what `handid fetch` calls) on a tiny TorchScript archive served
+    // locally and listed in a manifest of its own.
+    use clip_handid::clip::weights::fetch::{FetchOptions, fetch as fetch_model};
+    use clip_handid::clip::weights::manifest::Manifest;
+    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weights/vit_ts_fp16.pt");
+    let body = std::fs::read(&archive).unwrap();
+    let sha = sha256_file(&archive).unwrap();
+    let mut server = Server::start(body.clone(), vec![Reply::Body { range: true, cut_after: None }]);
+    // Manifests only list https addresses; the parsed entry is pointed at the local server.
+    let mut manifest = Manifest::parse(&format!(
+        r#"schema = 1
+
+[[model]]
+name = "ViT-B/16"
+aliases = []
+architecture = "ViT-B/16"
+default_source = "local"
+
+[[model.source]]
+id = "local"
+url = "https://example.invalid/tiny.pt"
+file = "tiny.pt"
+format = "torchscript"
+naming = "openai"
+dtype = "f16"
+sha256 = "{sha}"
+size = {}
+license = "test fixture"
+note = "a tiny archive, not the real model"
+"#,
+        body.len()
+    ))
+    .unwrap();
+    manifest.models[0].sources[0].url = server.url();
+    let dir = scratch_dir("fetch-one-call");
+    // The tiny archive is not the ViT-B/16 architecture: the load check is off.
+    let options = FetchOptions { dir: Some(dir.clone()), check: false, ..FetchOptions::default() };
+    let device = Default::default();
+    let fetched = fetch_model::<burn::backend::Flex>(&manifest, "vit-b-16", &options, &device, &mut Silent).unwrap();
+    server.ranges();
+    assert_eq!(fetched.download.path, dir.join("tiny.pt"));
+    assert!(fetched.download.verified && !fetched.download.already_present);
+    assert_eq!(fetched.ready, dir.join("ViT-B-16.safetensors"));
+    assert_eq!(fetched.conversion.as_ref().map(|r| r.tensors), Some(63));
+    assert!(fetched.checked.is_none());
+    // Run again: the verified file and the converted one are reused, nothing is downloaded.
+    let again = fetch_model::<burn::backend::Flex>(&manifest, "ViT-B/16", &options, &device, &mut Silent).unwrap();
+    assert!(again.download.already_present && again.conversion.is_none());
+    // Checked, the tiny archive is refused as not the architecture it is listed as.
+    let checked = FetchOptions { check: true, ..options };
+    let err = fetch_model::<burn::backend::Flex>(&manifest, "ViT-B/16", &checked, &device, &mut Silent).unwrap_err();
+    assert!(err.contains("ViT-B-16.safetensors"), "{err}");
+}

@@ -1,6 +1,6 @@
 //! Hugging Face transformers CLIP weights: a tiny random `CLIPModel` (quick_gelu), written by
 //! `scripts/fixtures/make_weight_fixtures.py`, loads through the key map and reproduces
-//! transformers' `get_image_features` / `get_text_features` (FIXTURES.md section 1 tolerance).
+//! transformers' `get_image_features` / `get_text_features` (docs/FIXTURES.md section 1 tolerance).
 
 mod common;
 

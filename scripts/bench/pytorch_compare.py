@@ -17,7 +17,7 @@ Workloads (criterion ids of `cargo bench`, see benches/*.rs):
 PyTorch side: open_clip models with random init (`create_model(..., pretrained=None)`, the
 `-quickgelu` variants that match OpenAI's checkpoints), fp32, `torch.inference_mode()` for
 inference, `torch.set_num_threads(threads)`; ours runs with `RAYON_NUM_THREADS=threads`.
-The CLIP-HandID step in PyTorch follows REFERENCE.md (re-ID image encoder, BN necks with frozen
+The CLIP-HandID step in PyTorch follows docs/METHOD.md (re-ID image encoder, BN necks with frozen
 bias, bias-free classifiers, inversion network, pseudo-token through the frozen text encoder,
 label-smoothed CE + supervised contrastive losses, Adam with two learning-rate groups).
 
@@ -86,7 +86,7 @@ def timed(fn, sync, min_seconds, min_runs, warmup):
 
 
 class HandIdTorch:
-    """CLIP-HandID's training forward pass and losses (REFERENCE.md sections 2 and 3)."""
+    """CLIP-HandID's training forward pass and losses (docs/METHOD.md sections 1 and 2)."""
 
     def __init__(self, backbone, device):
         import torch

@@ -80,7 +80,7 @@ pub fn case_locations(committed: Vec<PathBuf>, variable: &str) -> Vec<PathBuf> {
     all
 }
 
-/// Row-wise comparison as FIXTURES.md section 1 defines it.
+/// Row-wise comparison as docs/FIXTURES.md section 1 defines it.
 #[derive(Debug, Clone, Copy)]
 pub struct RowStats {
     pub worst_cosine: f64,

@@ -178,7 +178,7 @@ impl ClipConfig {
         Self { embed_dim, vision: VisionConfig::ResNet(vision), text }
     }
 
-    /// Reads a `config.json` in the format of `FIXTURES.md` section 1 and checks it with
+    /// Reads a `config.json` in the format of `docs/FIXTURES.md` section 1 and checks it with
     /// [`validate`](Self::validate).
     pub fn from_json_file(path: &Path) -> Result<Self, ClipError> {
         let text = std::fs::read_to_string(path).map_err(|e| ClipError::io(path, e))?;

@@ -15,6 +15,11 @@
 //! ```
 #![deny(missing_docs)]
 
+/// The crate's README, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod attention;
 pub mod config;
 mod error;

@@ -1,4 +1,4 @@
-//! Training losses (REFERENCE.md section 3).
+//! Training losses (docs/METHOD.md section 2).
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;

@@ -1,4 +1,4 @@
-//! The weights manifest (`weights-manifest.toml` at the repository root, embedded here at build
+//! The weights manifest (`crates/clip/weights-manifest.toml`, embedded here at build
 //! time): for each published model, where its weights are, in which format and naming, and how
 //! to check them (SHA-256 and size, or an explicit "unknown").
 
@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::config::ClipConfig;
 
 /// The manifest shipped with this crate.
-pub const EMBEDDED: &str = include_str!("../../../../weights-manifest.toml");
+pub const EMBEDDED: &str = include_str!("../../weights-manifest.toml");
 
 /// The parsed manifest.
 #[derive(Debug, Clone)]
@@ -227,6 +227,18 @@ impl ModelEntry {
     pub fn safetensors_file(&self) -> String {
         format!("{}.safetensors", self.name.replace('/', "-"))
     }
+
+    /// The converted file's name for `source`: [`safetensors_file`](Self::safetensors_file) for
+    /// the default source, with the source's id before the extension for the others
+    /// (`ViT-B-16.hf.safetensors`).
+    pub fn output_file(&self, source: &Source) -> String {
+        let plain = self.safetensors_file();
+        if source.id == self.default_source {
+            plain
+        } else {
+            format!("{}.{}.safetensors", plain.trim_end_matches(".safetensors"), source.id)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -243,7 +255,7 @@ mod tests {
             assert!(openai.sha256.is_some() && openai.size.is_some(), "{required}");
             assert!(model.source(Some("open_clip")).is_ok(), "{required}");
         }
-        // the facts of REFERENCE.md section 8
+        // the published download addresses
         let rn50 = manifest.model("rn50").unwrap().source(None).unwrap();
         assert_eq!(rn50.sha256.as_deref(), Some("afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762"));
         let b16 = manifest.model("vit-b-16").unwrap();

@@ -11,11 +11,14 @@
 //!   `torch.save` state dicts.
 //!
 //! [`convert_to_safetensors`] writes any of them as an OpenAI-named safetensors file;
-//! [`manifest`] lists where the published weights are, and `download` (feature `download`)
-//! fetches and verifies them.
+//! [`manifest`] lists where the published weights are, `download` (feature `download`)
+//! fetches and verifies them, and `fetch` (same feature) does all of it in one call: name in,
+//! verified and converted safetensors out.
 
 #[cfg(feature = "download")]
 pub mod download;
+#[cfg(feature = "download")]
+pub mod fetch;
 pub mod hf;
 mod loader;
 pub mod manifest;

@@ -121,7 +121,7 @@ pub enum DataError {
         /// What is wrong.
         message: String,
     },
-    /// The dataset does not give the counts published for it (REFERENCE.md section 5).
+    /// The dataset does not give the counts published for it (docs/METHOD.md section 4).
     #[error("{} does not give the published split counts: {}", path.display(), discrepancies.join("; "))]
     PublishedCounts {
         /// The dataset file or folder checked.

@@ -3,7 +3,7 @@
 //! Layout under the dataset root: `HandInfo.csv` and the images, in a folder `Hands/` (the
 //! archive's layout) or, when there is no such folder, next to the CSV.
 //!
-//! Protocol (REFERENCE.md section 5): rows with `accessories == 0` are kept and split by
+//! Protocol (docs/METHOD.md section 4): rows with `accessories == 0` are kept and split by
 //! `aspectOfHand` into four subsets; in each, identities with `int(id) <=` the subset's
 //! threshold are training identities, the others test identities. Identities are labelled
 //! `<subset>/<id>` (e.g. `dorsal_right/0000002`), so the same person's other hand or side never
@@ -40,7 +40,7 @@ pub enum Aspect {
     PalmarLeft,
 }
 
-/// Split counts published for one 11k subset (REFERENCE.md section 5).
+/// Split counts published for one 11k subset (docs/METHOD.md section 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PublishedCounts {
     /// Training identities.
@@ -335,7 +335,7 @@ impl Hands11k {
             .collect()
     }
 
-    /// Checks the counts against those published for the real data (REFERENCE.md section 5):
+    /// Checks the counts against those published for the real data (docs/METHOD.md section 4):
     /// training / test identities and queries per subset, and the combined gallery. The error
     /// lists every count that differs.
     pub fn check_published_counts(&self) -> Result<(), DataError> {

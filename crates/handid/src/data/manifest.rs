@@ -84,8 +84,8 @@ impl FromStr for DatasetKind {
         match s {
             "11k" => Ok(DatasetKind::Hands11k),
             "hd" => Ok(DatasetKind::PolyuHd),
-            "folders" => Ok(DatasetKind::Folders),
-            _ => Err(format!("unknown dataset {s:?} (expected 11k, hd or folders)")),
+            "folders" | "folder" => Ok(DatasetKind::Folders),
+            _ => Err(format!("unknown dataset {s:?} (expected 11k, hd or folder)")),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Datasets and split protocols (REFERENCE.md sections 4 and 5).
+//! Datasets and split protocols (docs/METHOD.md sections 3 and 4).
 //!
 //! - [`Hands11k`]: 11k Hands, its four aspects, identity thresholds and combined gallery;
 //! - [`PolyuHd`]: PolyU hand dorsal (HD) with the `502-712` distractors;
@@ -26,6 +26,7 @@
 
 use std::path::Path;
 
+pub mod draw;
 pub mod error;
 pub mod folders;
 pub mod hands11k;
@@ -37,6 +38,7 @@ pub mod synthetic;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use draw::{DrawOptions, draw_split};
 pub use error::DataError;
 pub use folders::{FolderDataset, FolderSplitOptions};
 pub use hands11k::{Aspect, HandInfoRow, Hands11k, Hands11kCounts, read_hand_info};

@@ -1,7 +1,7 @@
 //! PolyU hand dorsal dataset (HD): folders `1-501` (502 identities) and `502-712` (213 extra
 //! subjects), image files `<ID>_<k>.jpg`.
 //!
-//! Protocol (REFERENCE.md section 5), following the paper: the identities of `1-501`, sorted
+//! Protocol (docs/METHOD.md section 4), following the paper: the identities of `1-501`, sorted
 //! numerically, are split in halves, the first training, the second test (251 / 251 on the real
 //! data). The authors' script uses `int(ID) <= 447` for training instead;
 //! [`PolyuHd::split_counts`] reports what each rule gives. Every image of `502-712` is appended

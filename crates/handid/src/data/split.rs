@@ -1,6 +1,6 @@
 //! Identity labels, split entries and the seeded split protocol shared by every dataset.
 //!
-//! The protocol (REFERENCE.md sections 4 and 5), for one subset:
+//! The protocol (docs/METHOD.md sections 3 and 4), for one subset:
 //! - every training identity gives one randomly drawn image to the validation set, the rest of
 //!   its images to the training set;
 //! - in each of the Monte Carlo runs, every test identity gives one randomly drawn image to the

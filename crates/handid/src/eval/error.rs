@@ -89,15 +89,6 @@ pub enum EvalError {
         /// What went wrong.
         reason: String,
     },
-    /// An input image is missing, unreadable or undecodable.
-    #[error("cannot read image {}: {source}", path.display())]
-    Image {
-        /// The image file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: image::ImageError,
-    },
     /// An image could not be read, decoded or preprocessed for feature extraction (the error
     /// names the file).
     #[error(transparent)]

@@ -1,5 +1,5 @@
 //! Retrieval features of image files: the hook where a model plugs in ([`FeatureExtractor`]) and
-//! the protocol's flip-sum ([`extract_features`], REFERENCE.md section 6).
+//! the protocol's flip-sum ([`extract_features`], docs/METHOD.md section 5).
 //!
 //! The evaluation feature of an image `x` is `normalize(f(x) + f(flip(x)))`: the model's feature
 //! of the preprocessed image plus that of its horizontal mirror image, L2-normalised. Images are

@@ -71,12 +71,15 @@ pub struct IndexEntry {
     /// The identity shown, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// SHA-256 of the image file, if recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 impl IndexEntry {
-    /// An entry from a path and an optional identity.
+    /// An entry from a path and an optional identity (no SHA-256 recorded).
     pub fn new(path: impl Into<String>, identity: Option<String>) -> Self {
-        Self { path: path.into(), identity }
+        Self { path: path.into(), identity, sha256: None }
     }
 }
 

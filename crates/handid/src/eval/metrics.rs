@@ -1,6 +1,6 @@
 //! Retrieval metrics: CMC, the published (interpolated) mAP, the standard mAP and mINP.
 //!
-//! Conventions, all from `REFERENCE.md` section 6 and `FIXTURES.md` section 3:
+//! Conventions, all from docs/METHOD.md section 5 and docs/FIXTURES.md section 3:
 //!
 //! - Each query's gallery is ranked by similarity, **descending**; equal similarities keep the
 //!   gallery order (the lower gallery index ranks first). No camera filtering, no re-ranking.
@@ -505,7 +505,7 @@ mod tests {
 
     #[test]
     fn one_gallery_image_per_identity_identity() {
-        // REFERENCE.md: AP = 1 for a rank-1 hit and 1/(2(r+1)) otherwise; standard AP 1/(r+1).
+        // docs/METHOD.md section 5: AP = 1 for a rank-1 hit and 1/(2(r+1)) otherwise; standard AP 1/(r+1).
         let n = 7;
         for r in 0..n {
             let o = QueryOutcome::from_match_ranks(&[r]);

@@ -2,7 +2,7 @@
 //!
 //! - [`metrics`]: CMC, the published interpolated mAP, the standard mAP and mINP of a similarity
 //!   matrix, and their mean and standard deviation over Monte Carlo runs
-//!   (`REFERENCE.md` section 6);
+//!   (docs/METHOD.md section 5);
 //! - [`verification`]: genuine and impostor score distributions, ROC, EER and TAR at fixed FAR
 //!   (ISO/IEC 19795-1 terms), as JSON and PNG;
 //! - [`ranking`]: ranked candidate lists per query as CSV and JSON, and PNG contact sheets;

@@ -1,5 +1,5 @@
 //! The evaluation protocol end to end: a split manifest, a dataset root and a feature extractor
-//! in, per-run and summarised metrics of every subset out (REFERENCE.md sections 5 and 6).
+//! in, per-run and summarised metrics of every subset out (docs/METHOD.md sections 4 and 5).
 //!
 //! Features are computed once per distinct image of the runs' queries and galleries
 //! ([`evaluation_paths`]); for every subset and Monte Carlo run, the queries are ranked against

@@ -198,15 +198,11 @@ impl Default for ContactSheetOptions {
     }
 }
 
-/// Decodes an image file (format from its content), naming the file on any failure.
+/// Decodes an image file with the workspace's one decoder
+/// ([`clip_burn::preprocess::load_rgb`]: format from the content, pixel limits, EXIF orientation),
+/// naming the file on any failure.
 fn load_image(path: &Path) -> Result<image::DynamicImage> {
-    let fail = |source: image::ImageError| EvalError::Image { path: path.to_path_buf(), source };
-    image::ImageReader::open(path)
-        .map_err(|e| fail(image::ImageError::IoError(e)))?
-        .with_guessed_format()
-        .map_err(|e| fail(image::ImageError::IoError(e)))?
-        .decode()
-        .map_err(fail)
+    Ok(image::DynamicImage::ImageRgb8(clip_burn::preprocess::load_rgb(path)?))
 }
 
 /// Loads and shrinks an image to fit `w x h`, keeping its aspect ratio.
@@ -376,7 +372,11 @@ mod tests {
         // An undecodable one too.
         std::fs::write(dir.join("g3.png"), b"not an image").unwrap();
         let err = contact_sheet(&refs, &dir, &options).unwrap_err();
-        assert!(matches!(&err, EvalError::Image { path, .. } if path.ends_with("g3.png")), "{err}");
+        assert!(
+            matches!(&err, EvalError::Preprocess(clip_burn::preprocess::PreprocessError::NotAnImage { path, .. })
+                if path.ends_with("g3.png")),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

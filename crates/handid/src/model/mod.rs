@@ -1,14 +1,16 @@
-//! The CLIP-HandID model (paper section III; REFERENCE.md section 2): a CLIP image encoder in
+//! The CLIP-HandID model (paper section III; docs/METHOD.md section 1): a CLIP image encoder in
 //! its re-identification variant, BN necks and ID classifiers on the pre-projection and the
 //! projected image features, and the text branch: an inversion network maps each image to a
 //! pseudo-word S* that the frozen CLIP text encoder reads in "A photo of a S* hand".
 
 mod dropout;
+mod encoder;
 mod inversion;
 mod neck;
 mod prompt;
 
 pub use dropout::{MaskGenerator, SeededDropout};
+pub use encoder::{EncoderArchitecture, ReidEncoder};
 pub use inversion::InversionNetwork;
 pub use neck::{BnNeck, classifier};
 pub use prompt::{PLACEHOLDER, PROMPT, Prompt};

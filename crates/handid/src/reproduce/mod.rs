@@ -1,4 +1,4 @@
-//! Reproducing the paper's Table I (REFERENCE.md sections 4 to 7): the scenarios, backbones and
+//! Reproducing the paper's Table I (docs/METHOD.md sections 3 to 5): the scenarios, backbones and
 //! dataset columns, the published numbers ([`published`], [`TABLE_I`]), the table with ours
 //! beside them ([`Table`]) and the pipeline that fills it ([`reproduce`]).
 //!
@@ -22,6 +22,7 @@ mod table;
 
 pub use pipeline::{
     CellRecord, CellSettings, ReproduceError, ReproduceOptions, ReproduceReport, WeightsSpec, reproduce,
+    reproduce_observed,
 };
 pub use published::{Published, PublishedRow, TABLE_I, published};
 pub use table::{CellScores, Table};
@@ -129,7 +130,7 @@ impl Backbone {
         }
     }
 
-    /// The file `fetch_weights` writes for this model.
+    /// The file `handid fetch` writes for this model.
     pub fn weights_file_name(self) -> &'static str {
         match self {
             Backbone::VitB16 => "ViT-B-16.safetensors",
@@ -137,7 +138,7 @@ impl Backbone {
         }
     }
 
-    /// The paper's training batch size (REFERENCE.md section 4): 20 for ViT-B/16, 4 for RN50.
+    /// The paper's training batch size (docs/METHOD.md section 3): 20 for ViT-B/16, 4 for RN50.
     pub fn batch_size(self) -> usize {
         match self {
             Backbone::VitB16 => 20,

@@ -24,7 +24,6 @@ use burn::tensor::backend::AutodiffBackend;
 use clip_burn::preprocess::Transform;
 use clip_burn::tokenizer::CONTEXT_LENGTH;
 use clip_burn::{Clip, ClipConfig, ClipError};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::table::{CellScores, Table};
@@ -34,8 +33,9 @@ use crate::eval::{
     EvalError, FeatureOptions, MetricSummary, ProtocolOptions, ProtocolReport, evaluate_manifest, evaluation_paths,
     write_atomic,
 };
-use crate::model::{HandIdConfig, HandIdModel, ModelError, TextMode};
-use crate::train::{ImageRef, LabeledImages, TrainConfig, TrainError, TrainOptions, train};
+use crate::model::{HandIdModel, ModelError, TextMode};
+use crate::progress::{Observer, Silent, counted};
+use crate::train::{ImageRef, LabeledImages, TrainConfig, TrainError, TrainOptions, train_observed};
 
 /// CLIP's vocabulary size: the prompt's token ids need the full vocabulary.
 const CLIP_VOCAB: usize = 49408;
@@ -45,7 +45,7 @@ const CLIP_VOCAB: usize = 49408;
 pub struct WeightsSpec {
     /// The backbone the file is for.
     pub backbone: Backbone,
-    /// An OpenAI-format CLIP checkpoint (safetensors from `fetch_weights` / `convert_weights`,
+    /// An OpenAI-format CLIP checkpoint (safetensors from `handid fetch` / `handid convert`,
     /// or any format `Clip::from_file` reads).
     pub path: PathBuf,
 }
@@ -76,8 +76,6 @@ pub struct ReproduceOptions {
     /// Go on when a dataset's split counts differ from the published ones (a warning instead of
     /// an error).
     pub allow_count_mismatch: bool,
-    /// Progress bars and messages on stderr.
-    pub progress: bool,
 }
 
 /// Errors of [`reproduce`]; each names the file, folder or option at fault.
@@ -217,11 +215,21 @@ pub fn reproduce<B: AutodiffBackend>(
     options: &ReproduceOptions,
     device: &B::Device,
 ) -> Result<ReproduceReport, ReproduceError> {
+    reproduce_observed::<B>(options, device, &mut Silent)
+}
+
+/// [`reproduce`], reporting to `observer`: notes and warnings, each cell's result line, the
+/// training epochs and the feature extraction of every cell.
+pub fn reproduce_observed<B: AutodiffBackend>(
+    options: &ReproduceOptions,
+    device: &B::Device,
+    observer: &mut dyn Observer,
+) -> Result<ReproduceReport, ReproduceError> {
     let started = Instant::now();
     check_options(options)?;
     prepare_output(&options.out)?;
-    let datasets = prepare_datasets(options)?;
-    let backbones = prepare_backbones::<B>(options, device)?;
+    let datasets = prepare_datasets(options, observer)?;
+    let backbones = prepare_backbones::<B>(options, device, observer)?;
     check_batches(options, &datasets, &backbones)?;
 
     let mut manifests = Vec::new();
@@ -241,11 +249,13 @@ pub fn reproduce<B: AutodiffBackend>(
         for scenario in Scenario::ALL.into_iter().filter(|s| options.scenarios.contains(s)) {
             for dataset in &datasets {
                 let done = match scenario {
-                    Scenario::ZeroShot => zero_shot_cells(options, dataset, prepared, &mut clip, device)?,
+                    Scenario::ZeroShot => zero_shot_cells(options, dataset, prepared, &mut clip, device, observer)?,
                     _ => {
                         let mut done = Vec::new();
                         for subset in &dataset.manifest.subsets {
-                            done.push(trained_cell(options, dataset, subset, prepared, scenario, &mut clip, device)?);
+                            done.push(trained_cell(
+                                options, dataset, subset, prepared, scenario, &mut clip, device, observer,
+                            )?);
                         }
                         done
                     }
@@ -253,18 +263,16 @@ pub fn reproduce<B: AutodiffBackend>(
                 for cell in done {
                     let s = &cell.settings;
                     table.insert(s.scenario, s.backbone, s.column, cell.scores);
-                    if options.progress {
-                        eprintln!(
-                            "{} {} {}: rank-1 {:.2} %, mAP {:.2} % (standard {:.2} %){}",
-                            s.scenario.label(),
-                            s.backbone.label(),
-                            s.column,
-                            100.0 * cell.scores.rank1,
-                            100.0 * cell.scores.map_interpolated,
-                            100.0 * cell.scores.map_standard,
-                            cell.published.map_or(String::new(), |(r, m)| format!("; published {r:.2} / {m:.2}"))
-                        );
-                    }
+                    observer.message(&format!(
+                        "{} {} {}: rank-1 {:.2} %, mAP {:.2} % (standard {:.2} %){}",
+                        s.scenario.label(),
+                        s.backbone.label(),
+                        s.column,
+                        100.0 * cell.scores.rank1,
+                        100.0 * cell.scores.map_interpolated,
+                        100.0 * cell.scores.map_standard,
+                        cell.published.map_or(String::new(), |(r, m)| format!("; published {r:.2} / {m:.2}"))
+                    ));
                     cells.push(cell);
                 }
                 // Written after every dataset, so that a long run shows its table so far.
@@ -343,13 +351,14 @@ fn prepare_output(out: &Path) -> Result<(), ReproduceError> {
     Ok(())
 }
 
-fn prepare_datasets(options: &ReproduceOptions) -> Result<Vec<PreparedDataset>, ReproduceError> {
-    let counts = |result: Result<(), DataError>| match result {
+fn prepare_datasets(
+    options: &ReproduceOptions,
+    observer: &mut dyn Observer,
+) -> Result<Vec<PreparedDataset>, ReproduceError> {
+    let mut counts = |result: Result<(), DataError>| match result {
         Ok(()) => Ok(()),
         Err(e) if options.allow_count_mismatch => {
-            if options.progress {
-                eprintln!("warning: {e}");
-            }
+            observer.message(&format!("warning: {e}"));
             Ok(())
         }
         Err(e) => Err(ReproduceError::Invalid(format!(
@@ -377,6 +386,7 @@ fn prepare_datasets(options: &ReproduceOptions) -> Result<Vec<PreparedDataset>, 
 fn prepare_backbones<B: AutodiffBackend>(
     options: &ReproduceOptions,
     device: &B::Device,
+    observer: &mut dyn Observer,
 ) -> Result<Vec<PreparedBackbone>, ReproduceError> {
     let trains = options.scenarios.iter().any(|s| s.training().is_some());
     let mut out = Vec::new();
@@ -391,7 +401,7 @@ fn prepare_backbones<B: AutodiffBackend>(
         let bytes = std::fs::metadata(path)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => ReproduceError::Invalid(format!(
-                    "{} weights {} do not exist (see the fetch_weights example)",
+                    "{} weights {} do not exist (see `handid fetch`)",
                     backbone.label(),
                     path.display()
                 )),
@@ -421,14 +431,14 @@ fn prepare_backbones<B: AutodiffBackend>(
                 config.text.context_length
             )));
         }
-        if config != backbone.preset() && options.progress {
-            eprintln!(
+        if config != backbone.preset() {
+            observer.message(&format!(
                 "note: {} holds a smaller or different architecture than the published {} (image size {}); \
                  its numbers are not comparable with the paper's",
                 path.display(),
                 backbone.label(),
                 config.vision.image_size()
-            );
+            ));
         }
         out.push(PreparedBackbone { backbone, path: path.clone(), bytes, config });
     }
@@ -618,16 +628,6 @@ fn pretrained<'a, B: AutodiffBackend>(
     Ok(slot.as_ref().expect("just loaded"))
 }
 
-fn feature_bar(enabled: bool, len: usize, what: &str) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    let template = format!("{what} {{bar:30}} {{pos}}/{{len}} images, eta {{eta}}");
-    bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
-    bar
-}
-
 /// Zero-shot: the pretrained CLIP, its own preprocessing, all subsets of a dataset at once.
 fn zero_shot_cells<B: AutodiffBackend>(
     options: &ReproduceOptions,
@@ -635,6 +635,7 @@ fn zero_shot_cells<B: AutodiffBackend>(
     prepared: &PreparedBackbone,
     clip: &mut Option<Clip<B>>,
     device: &B::Device,
+    observer: &mut dyn Observer,
 ) -> Result<Vec<CellRecord>, ReproduceError> {
     let all: Vec<CellSettings> = dataset
         .manifest
@@ -650,29 +651,27 @@ fn zero_shot_cells<B: AutodiffBackend>(
     let name = format!("{} {} {}", Scenario::ZeroShot.label(), prepared.backbone.label(), dataset.kind);
     let model = pretrained(clip, prepared, device)?.valid();
     let size = prepared.config.vision.image_size() as u32;
-    let bar = feature_bar(
-        options.progress,
-        evaluation_paths(&dataset.manifest, ProtocolOptions::default().gallery).len(),
-        &name,
-    );
-    let report = evaluate_manifest(
-        &dataset.manifest,
-        &dataset.root,
-        &model,
-        &Transform::Clip { size },
-        &FeatureOptions::default(),
-        &ProtocolOptions::default(),
-        device,
-        |done| bar.set_position(done as u64),
-    )
+    let total = evaluation_paths(&dataset.manifest, ProtocolOptions::default().gallery).len();
+    let report = counted(observer, &name, total, |report| {
+        evaluate_manifest(
+            &dataset.manifest,
+            &dataset.root,
+            &model,
+            &Transform::Clip { size },
+            &FeatureOptions::default(),
+            &ProtocolOptions::default(),
+            device,
+            report,
+        )
+    })
     .map_err(|source| ReproduceError::Eval { cell: name.clone(), source })?;
-    bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     all.into_iter().map(|s| save_cell(&options.out, s, &report, None, seconds)).collect()
 }
 
 /// A trained scenario on one subset: train from the pretrained CLIP (resuming a run that was
 /// interrupted), then evaluate the subset's runs with the selected model.
+#[allow(clippy::too_many_arguments)]
 fn trained_cell<B: AutodiffBackend>(
     options: &ReproduceOptions,
     dataset: &PreparedDataset,
@@ -681,6 +680,7 @@ fn trained_cell<B: AutodiffBackend>(
     scenario: Scenario,
     clip: &mut Option<Clip<B>>,
     device: &B::Device,
+    observer: &mut dyn Observer,
 ) -> Result<CellRecord, ReproduceError> {
     let settings = settings(options, dataset, subset, prepared, scenario)?;
     if let Some(saved) = saved_cell(&options.out, &settings) {
@@ -697,55 +697,47 @@ fn trained_cell<B: AutodiffBackend>(
     let train_data = LabeledImages { images: images(&subset.train), labels: classes.train.clone() };
     let val_data = LabeledImages { images: images(&subset.val), labels: classes.val.clone() };
 
-    let mut config = HandIdConfig::new(prepared.config.clone(), classes.identities.len());
-    config.input_size = [size, size];
-    config.use_text = scenario == Scenario::ClipHandId;
-    config.text_mode = options.text_mode;
-    // The new layers are drawn from the cell's seed, the same on every backend and whatever ran
-    // before the cell.
-    let model =
-        HandIdModel::from_clip_seeded(pretrained(clip, prepared, device)?.clone(), &config, options.seed, device)?;
-
     let mut train_config = TrainConfig::paper(batch_size(options, prepared.backbone));
     train_config.scenario = train_scenario;
     train_config.text_mode = options.text_mode;
     train_config.epochs = settings.epochs.unwrap_or(train_config.epochs);
     train_config.seed = options.seed;
     // The paper resizes to 256 and crops 224; other input sizes keep that ratio.
-    let resize = ((size * 256 + 112) / 224) as u32;
-    train_config.augment.resize = [resize, resize];
-    train_config.augment.crop = [size as u32, size as u32];
+    train_config.set_input_size(size as u32);
+    let config = train_config.model_config(prepared.config.clone(), classes.identities.len(), [size, size]);
+    // The new layers are drawn from the cell's seed, the same on every backend and whatever ran
+    // before the cell.
+    let model =
+        HandIdModel::from_clip_seeded(pretrained(clip, prepared, device)?.clone(), &config, options.seed, device)?;
     let dir = cell_dir(&options.out, &settings);
-    if options.progress {
-        eprintln!(
-            "{name}: training on {} images of {} identities ({} epochs, batch {})",
-            train_data.len(),
-            classes.identities.len(),
-            train_config.epochs,
-            train_config.batch_size
-        );
-    }
-    let train_options =
-        TrainOptions { output_dir: dir.join("train"), progress: options.progress, stop_after_epochs: None };
-    let outcome = train(model, &train_data, &val_data, &train_config, &train_options, device)
+    observer.message(&format!(
+        "{name}: training on {} images of {} identities ({} epochs, batch {})",
+        train_data.len(),
+        classes.identities.len(),
+        train_config.epochs,
+        train_config.batch_size
+    ));
+    let train_options = TrainOptions { output_dir: dir.join("train"), stop_after_epochs: None };
+    let outcome = train_observed(model, &train_data, &val_data, &train_config, &train_options, device, observer)
         .map_err(|source| ReproduceError::Train { cell: name.clone(), source })?;
     let model = outcome.model.valid();
 
     let single = SplitManifest { subsets: vec![subset.clone()], ..dataset.manifest.clone() };
-    let bar = feature_bar(options.progress, evaluation_paths(&single, ProtocolOptions::default().gallery).len(), &name);
+    let total = evaluation_paths(&single, ProtocolOptions::default().gallery).len();
     let extractor = |pixels: Tensor<B::InnerBackend, 4>| model.retrieval_features(pixels);
-    let report = evaluate_manifest(
-        &single,
-        &dataset.root,
-        &extractor,
-        &Transform::Reid { height: size as u32, width: size as u32 },
-        &FeatureOptions::default(),
-        &ProtocolOptions::default(),
-        device,
-        |done| bar.set_position(done as u64),
-    )
+    let report = counted(observer, &name, total, |report| {
+        evaluate_manifest(
+            &single,
+            &dataset.root,
+            &extractor,
+            &Transform::Reid { height: size as u32, width: size as u32 },
+            &FeatureOptions::default(),
+            &ProtocolOptions::default(),
+            device,
+            report,
+        )
+    })
     .map_err(|source| ReproduceError::Eval { cell: name.clone(), source })?;
-    bar.finish_and_clear();
     let record =
         save_cell(&options.out, settings, &report, Some(outcome.selected_epoch), started.elapsed().as_secs_f64())?;
     // The resume checkpoints (model and optimiser state, gigabytes for ViT-B/16) are not needed

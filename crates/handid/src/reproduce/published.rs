@@ -1,4 +1,4 @@
-//! The numbers of the paper's Table I (REFERENCE.md section 7), kept as data in one place.
+//! The numbers of the paper's Table I (the paper's Table I), kept as data in one place.
 
 use super::{Backbone, Column, Scenario};
 
@@ -27,7 +27,7 @@ const fn p(rank1: f64, map: f64) -> Published {
 }
 
 /// Table I as published, in the paper's row order. The MBA-Net row comes from the MBA-Net
-/// paper as quoted by a secondary source (REFERENCE.md section 7).
+/// paper as quoted by a secondary source (the paper's Table I).
 pub const TABLE_I: [PublishedRow; 8] = [
     PublishedRow {
         method: "GPA-Net",
@@ -90,7 +90,7 @@ mod tests {
                 assert!(TABLE_I.iter().any(|r| r.method == label), "{label}");
             }
         }
-        // Spot checks against REFERENCE.md section 7 (and the paper's text: 93.60 -> 95.89 on P-l).
+        // Spot checks against the paper's Table I (and the paper's text: 93.60 -> 95.89 on P-l).
         assert_eq!(published(Scenario::ZeroShot, Backbone::Rn50, Column::DorsalRight), Some(p(65.80, 69.11)));
         assert_eq!(published(Scenario::FineTune, Backbone::VitB16, Column::PalmarLeft), Some(p(93.60, 94.36)));
         assert_eq!(published(Scenario::ClipHandId, Backbone::VitB16, Column::PalmarLeft), Some(p(95.89, 96.54)));

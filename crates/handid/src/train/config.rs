@@ -15,7 +15,7 @@ pub enum Scenario {
     ClipHandId,
 }
 
-/// Training-time augmentation (REFERENCE.md section 4).
+/// Training-time augmentation (docs/METHOD.md section 3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AugmentConfig {
     /// Resize to `[height, width]` (bicubic, aspect not kept) before cropping.
@@ -86,6 +86,30 @@ impl TrainConfig {
         }
     }
 
+    /// The model configuration that goes with these settings: the text branch runs exactly in
+    /// the CLIP-HandID scenario, in this config's text mode, on `input_size` images. The one
+    /// place where scenario and text mode decide which parts of the model run.
+    pub fn model_config(
+        &self,
+        clip: clip_burn::ClipConfig,
+        num_classes: usize,
+        input_size: [usize; 2],
+    ) -> crate::model::HandIdConfig {
+        let mut config = crate::model::HandIdConfig::new(clip, num_classes);
+        config.input_size = input_size;
+        config.use_text = self.scenario == Scenario::ClipHandId;
+        config.text_mode = self.text_mode;
+        config
+    }
+
+    /// The paper's augmentation for `size` x `size` inputs: resize by 256/224 of the side, then
+    /// random crop back to `size` (256 -> 224 in the paper).
+    pub fn set_input_size(&mut self, size: u32) {
+        let resize = (size * 256 + 112) / 224;
+        self.augment.resize = [resize, resize];
+        self.augment.crop = [size, size];
+    }
+
     /// Rejects settings that cannot run, naming the field.
     pub fn validate(&self) -> Result<(), String> {
         let a = &self.augment;
@@ -102,6 +126,30 @@ impl TrainConfig {
         match checks.iter().find(|(bad, _)| *bad) {
             Some((_, message)) => Err(message.to_string()),
             None => Ok(()),
+        }
+    }
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = String;
+    /// `clip-handid` or `fine-tune`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "clip-handid" => Ok(Self::ClipHandId),
+            "fine-tune" => Ok(Self::FineTune),
+            other => Err(format!("unknown scenario `{other}`; expected clip-handid or fine-tune")),
+        }
+    }
+}
+
+impl std::str::FromStr for TextMode {
+    type Err = String;
+    /// `paper` or `reference`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "paper" => Ok(Self::Paper),
+            "reference" => Ok(Self::Reference),
+            other => Err(format!("unknown text mode `{other}`; expected paper or reference")),
         }
     }
 }

@@ -1,16 +1,20 @@
-//! Training CLIP-HandID (REFERENCE.md section 4): Adam with coupled L2 weight decay, two
+//! Training CLIP-HandID (docs/METHOD.md section 3): Adam with coupled L2 weight decay, two
 //! learning-rate groups, the per-epoch warm-up and step schedule, re-ID augmentation,
 //! validation accuracy for model selection, atomic checkpoints and exact resume.
 
 mod batch;
 mod config;
+mod run;
 mod schedule;
 mod trainer;
 
 pub use batch::{ImageRef, LabeledImages, augment, epoch_batches, stack, training_batch};
 pub use config::{AugmentConfig, Scenario, TrainConfig};
+pub use run::{RUN_FORMAT, RUN_MODEL_FILE, RunModel, TrainData, TrainRequest, TrainSummary, train_run};
 pub use schedule::LrSchedule;
-pub use trainer::{EpochMetrics, HandIdOptimizer, StepStats, TrainOptions, TrainOutcome, optimizer, step, train};
+pub use trainer::{
+    EpochMetrics, HandIdOptimizer, StepStats, TrainOptions, TrainOutcome, optimizer, step, train, train_observed,
+};
 
 use std::path::PathBuf;
 

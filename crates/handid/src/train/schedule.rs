@@ -1,4 +1,4 @@
-//! The per-epoch learning-rate schedule (REFERENCE.md section 4): linear warm-up, then steps.
+//! The per-epoch learning-rate schedule (docs/METHOD.md section 3): linear warm-up, then steps.
 
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +41,7 @@ impl LrSchedule {
 mod tests {
     use super::*;
 
-    /// The table of REFERENCE.md section 4 (image-encoder rate for base 5e-6).
+    /// The table of docs/METHOD.md section 3 (image-encoder rate for base 5e-6).
     #[test]
     fn matches_the_reference_table() {
         let schedule = LrSchedule::default();

@@ -11,7 +11,6 @@ use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use clip_burn::preprocess::{PixelArray, Transform};
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -20,14 +19,13 @@ use super::batch::{LabeledImages, epoch_batches, stack, training_batch};
 use super::config::{Scenario, TrainConfig};
 use crate::loss::{label_smoothing_cross_entropy, supervised_contrastive};
 use crate::model::HandIdModel;
+use crate::progress::{Observer, Silent};
 
-/// Where a run writes and how it reports.
+/// Where a run writes (progress goes to the observer of [`train_observed`]).
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
     /// Run directory: `config.json`, `metrics.csv`, `metrics.json`, `checkpoints/`, `best/`.
     pub output_dir: PathBuf,
-    /// Show a progress bar.
-    pub progress: bool,
     /// Stop after this many completed epochs, as if the process had been killed (tests).
     pub stop_after_epochs: Option<usize>,
 }
@@ -91,14 +89,29 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
 }
 
 /// Trains `model` on `train_data`, selecting by accuracy on `val_data`, resuming from the last
-/// complete checkpoint in `options.output_dir` if there is one.
+/// complete checkpoint in `options.output_dir` if there is one. Reports nothing; see
+/// [`train_observed`].
 pub fn train<B: AutodiffBackend>(
+    model: HandIdModel<B>,
+    train_data: &LabeledImages,
+    val_data: &LabeledImages,
+    config: &TrainConfig,
+    options: &TrainOptions,
+    device: &B::Device,
+) -> Result<TrainOutcome<B>, TrainError> {
+    train_observed(model, train_data, val_data, config, options, device, &mut Silent)
+}
+
+/// [`train`], reporting to `observer`: one task per epoch (its steps, with the running loss,
+/// accuracy and learning rate as status) and the figures of every finished epoch.
+pub fn train_observed<B: AutodiffBackend>(
     mut model: HandIdModel<B>,
     train_data: &LabeledImages,
     val_data: &LabeledImages,
     config: &TrainConfig,
     options: &TrainOptions,
     device: &B::Device,
+    observer: &mut dyn Observer,
 ) -> Result<TrainOutcome<B>, TrainError> {
     config.validate().map_err(TrainError::Config)?;
     if train_data.len() < config.batch_size {
@@ -140,7 +153,7 @@ pub fn train<B: AutodiffBackend>(
         let lr_image = config.schedule.lr(epoch);
         let lr_new = lr_image * config.new_layer_lr_factor;
         let batches = epoch_batches(train_data.len(), config.batch_size, config.seed, epoch);
-        let bar = progress_bar(options.progress, batches.len(), epoch, config.epochs);
+        observer.task(&format!("epoch {}/{}", epoch + 1, config.epochs), batches.len());
         let (mut loss_sum, mut id_sum, mut con_sum, mut correct, mut seen) = (0.0, 0.0, 0.0, 0usize, 0usize);
         for (step_index, indices) in batches.iter().enumerate() {
             let (pixels, labels) =
@@ -153,15 +166,15 @@ pub fn train<B: AutodiffBackend>(
             loss_sum += stats.loss;
             id_sum += stats.id_loss;
             con_sum += stats.contrastive_loss;
-            bar.set_message(format!(
+            let status = format!(
                 "loss {:.4} acc {:.3} lr {:.2e}",
                 loss_sum / (step_index + 1) as f64,
                 correct as f64 / seen as f64,
                 lr_image
-            ));
-            bar.inc(1);
+            );
+            observer.advance(step_index + 1, &status);
         }
-        bar.finish_and_clear();
+        observer.finish();
         let steps = batches.len().max(1) as f64;
         let val_accuracy = (!val_pixels.is_empty()).then(|| validation_accuracy(&model.valid(), &val_pixels, val_data));
         let metrics = EpochMetrics {
@@ -175,20 +188,7 @@ pub fn train<B: AutodiffBackend>(
             val_accuracy,
             seconds: started.elapsed().as_secs_f64(),
         };
-        if options.progress {
-            eprintln!(
-                "epoch {:>3}/{}: loss {:.4} (id {:.4}, contrastive {:.4}) train acc {:.3}{} lr {:.2e} ({:.1} s)",
-                epoch + 1,
-                config.epochs,
-                metrics.loss,
-                metrics.id_loss,
-                metrics.contrastive_loss,
-                metrics.train_accuracy,
-                val_accuracy.map_or(String::new(), |a| format!(" val acc {a:.3}")),
-                lr_image,
-                metrics.seconds
-            );
-        }
+        observer.epoch(&metrics, config.epochs);
         let improved = match (val_accuracy, state.best_val_accuracy) {
             (Some(v), Some(best)) => v > best,
             (Some(_), None) => true,
@@ -301,16 +301,6 @@ fn parameter_count<B: Backend, M: Module<B>>(module: &M) -> usize {
     let mut count = Count(0);
     module.visit(&mut count);
     count.0
-}
-
-fn progress_bar(enabled: bool, steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(steps as u64);
-    let template = format!("epoch {}/{epochs} {{bar:30}} {{pos}}/{{len}} {{msg}} eta {{eta}}", epoch + 1);
-    bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
-    bar
 }
 
 fn validation_accuracy<B: Backend>(model: &HandIdModel<B>, pixels: &[PixelArray], data: &LabeledImages) -> f64 {
