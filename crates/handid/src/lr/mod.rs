@@ -8,17 +8,41 @@
 //! - [`pav`]: prior-balanced PAV (isotonic) calibration;
 //! - [`logistic`]: prior-balanced unregularised logistic-regression calibration;
 //! - [`elub`](mod@elub): empirical lower and upper bounds of log10 LRs;
-//! - [`metrics`]: Cllr, Cllr_min, Cllr_cal, devPAV, EER, misleading evidence.
+//! - [`metrics`]: Cllr, Cllr_min, Cllr_cal, devPAV, EER, misleading evidence;
+//! - [`pairs`]: same-source and different-source comparisons of embeddings, folds by identity;
+//! - [`calibration`]: the bounded calibration that casework uses and its `calibration.json`;
+//! - [`validation`]: cross-validation by identity and the validation report (JSON + PNG with
+//!   [`write_calibration_outputs`]);
+//! - [`verbal`]: the ENFSI 2015 verbal scale.
+//!
+//! The command-line program needs one call per command: [`calibrate`] then
+//! [`write_calibration_outputs`] (`handid calibrate`); [`Calibration::load`] then
+//! [`Calibration::evidence`] (`handid compare --calibration`, `index query --calibration`).
 
-mod error;
+pub mod calibration;
 pub mod elub;
+mod error;
 mod json;
 pub mod logistic;
 pub mod metrics;
+mod outputs;
+pub mod pairs;
 pub mod pav;
+mod plots;
+pub mod validation;
+pub mod verbal;
+
+pub use calibration::{
+    CALIBRATION_FORMAT, Calibration, CalibrationOptions, Calibrator, CalibratorKind, Evidence, FileHash, PairCounts,
+    Provenance, sha256_file,
+};
 
 pub use elub::{ElubBounds, elub};
 pub use error::{LrError, Result};
 pub use logistic::LogisticCalibrator;
 pub use metrics::{LrMetrics, Misleading, cllr, cllr_min, devpav, eer};
+pub use outputs::{CalibrationOutputs, write_calibration_outputs};
+pub use pairs::{PairOptions, PairSet, comparison_pairs, identity_folds};
 pub use pav::{PavCalibrator, pav_llrs};
+pub use validation::{EceCurve, FoldSummary, ValidationReport, calibrate, cross_validate};
+pub use verbal::{Supports, VERBAL_SCALE, VerbalEquivalent, verbal_equivalent};

@@ -1,0 +1,85 @@
+//! Writing a calibration and its validation report to a folder.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::calibration::Calibration;
+use super::error::{LrError, Result};
+use super::plots;
+use super::validation::ValidationReport;
+use crate::eval::EvalError;
+
+/// The files [`write_calibration_outputs`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalibrationOutputs {
+    /// `calibration.json`: the calibration for casework.
+    pub calibration: PathBuf,
+    /// `validation.json`: the validation report's figures.
+    pub validation: PathBuf,
+    /// `tippett.png`.
+    pub tippett: PathBuf,
+    /// `ece.png`.
+    pub ece: PathBuf,
+    /// `pav.png`.
+    pub pav: PathBuf,
+    /// `llr_histograms.png`.
+    pub histograms: PathBuf,
+}
+
+fn encode_error(path: &Path, reason: String) -> LrError {
+    LrError::Eval(EvalError::Encode { path: path.to_path_buf(), reason })
+}
+
+fn png_bytes(path: &Path, image: &image::RgbImage) -> Result<Vec<u8>> {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut bytes, image::ImageFormat::Png).map_err(|e| encode_error(path, e.to_string()))?;
+    Ok(bytes.into_inner())
+}
+
+impl ValidationReport {
+    /// The report as pretty JSON (infinite values never occur: the LRs are bounded).
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        let mut bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| encode_error(Path::new("validation.json"), e.to_string()))?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
+    /// The four figures: Tippett, ECE, PAV and histograms, in that order.
+    pub fn render(&self) -> [image::RgbImage; 4] {
+        [plots::tippett(self), plots::ece(self), plots::pav(self), plots::histograms(self, 40)]
+    }
+}
+
+/// Writes `dir/calibration.json`, `dir/validation.json` and the figures `tippett.png`,
+/// `ece.png`, `pav.png` and `llr_histograms.png`. Everything is encoded before anything is
+/// written, every file is written atomically, and `calibration.json` comes last: a folder with
+/// a `calibration.json` holds the complete report beside it.
+pub fn write_calibration_outputs(
+    dir: &Path,
+    calibration: &Calibration,
+    report: &ValidationReport,
+) -> Result<CalibrationOutputs> {
+    let outputs = CalibrationOutputs {
+        calibration: dir.join("calibration.json"),
+        validation: dir.join("validation.json"),
+        tippett: dir.join("tippett.png"),
+        ece: dir.join("ece.png"),
+        pav: dir.join("pav.png"),
+        histograms: dir.join("llr_histograms.png"),
+    };
+    let [tippett, ece, pav, histograms] = report.render();
+    let files = [
+        (&outputs.validation, report.to_json()?),
+        (&outputs.tippett, png_bytes(&outputs.tippett, &tippett)?),
+        (&outputs.ece, png_bytes(&outputs.ece, &ece)?),
+        (&outputs.pav, png_bytes(&outputs.pav, &pav)?),
+        (&outputs.histograms, png_bytes(&outputs.histograms, &histograms)?),
+        (&outputs.calibration, calibration.to_json()?),
+    ];
+    for (path, bytes) in &files {
+        crate::eval::write_atomic(path, bytes)?;
+    }
+    Ok(outputs)
+}
