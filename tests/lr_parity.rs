@@ -112,7 +112,12 @@ fn check(case: &Case) -> Result<(), String> {
         .map(|(i, (a, x))| format!("[{i}] {a} vs {x}"))
         .collect();
     if !bad.is_empty() {
-        problems.push(format!("pav_llrs differ at {} of {}: {}", bad.len(), pav.len(), bad[..bad.len().min(5)].join(", ")));
+        problems.push(format!(
+            "pav_llrs differ at {} of {}: {}",
+            bad.len(),
+            pav.len(),
+            bad[..bad.len().min(5)].join(", ")
+        ));
     }
     let fit = LogisticCalibrator::fit(&scores, &labels);
     match (&e.logistic, fit) {
@@ -125,7 +130,8 @@ fn check(case: &Case) -> Result<(), String> {
         (None, Err(other)) => problems.push(format!("logistic: error {other}, expected separation")),
         (Some(_), Err(err)) => problems.push(format!("logistic: {err}")),
         (Some(x), Ok(f)) => {
-            for (name, a, b) in [("slope_ln", f.slope_ln, x.slope_ln), ("intercept_ln", f.intercept_ln, x.intercept_ln)] {
+            for (name, a, b) in [("slope_ln", f.slope_ln, x.slope_ln), ("intercept_ln", f.intercept_ln, x.intercept_ln)]
+            {
                 if (a - b).abs() > LOGISTIC_RELATIVE * b.abs() {
                     problems.push(format!("{name}: {a} vs expected {b}"));
                 }

@@ -85,7 +85,11 @@ impl Calibrator {
                     && c.scores.windows(2).all(|w| w[0] < w[1])
                     && c.probabilities.iter().all(|p| (0.0..=1.0).contains(p))
                     && c.probabilities.windows(2).all(|w| w[0] <= w[1]);
-                if ok { Ok(()) } else { Err("PAV points are not increasing scores with probabilities in [0, 1]".into()) }
+                if ok {
+                    Ok(())
+                } else {
+                    Err("PAV points are not increasing scores with probabilities in [0, 1]".into())
+                }
             }
             Self::Logistic(_) => Ok(()),
         }
@@ -335,7 +339,10 @@ mod tests {
             assert!(cal.evidence(f64::NAN).is_err());
             std::fs::write(&path, "{\"format\": 1").unwrap();
             assert!(matches!(Calibration::load(&path, "abc123"), Err(LrError::CalibrationFile { .. })));
-            assert!(matches!(Calibration::load(&dir.join("missing.json"), "abc123"), Err(LrError::CalibrationFile { .. })));
+            assert!(matches!(
+                Calibration::load(&dir.join("missing.json"), "abc123"),
+                Err(LrError::CalibrationFile { .. })
+            ));
             std::fs::remove_dir_all(&dir).unwrap();
         }
     }

@@ -68,8 +68,9 @@ impl LogisticCalibrator {
         };
         let (mut a, mut b) = (0.0f64, 0.0f64);
         let mut current = loss(a, b);
-        let mut gradient_norm = f64::INFINITY;
-        for _ in 0..200 {
+        let (mut gradient_norm, mut converged) = (f64::INFINITY, false);
+        const MAX_STEPS: usize = 200;
+        for _ in 0..MAX_STEPS {
             let (mut g, mut h) = ([0.0f64; 2], [0.0f64; 3]);
             for (&xi, &l) in x.iter().zip(labels) {
                 let p = sigmoid(a * xi + b);
@@ -84,28 +85,43 @@ impl LogisticCalibrator {
             }
             gradient_norm = g[0].hypot(g[1]);
             let det = h[0] * h[2] - h[1] * h[1];
-            if gradient_norm < 1e-14 || !(det > 0.0) {
+            if gradient_norm < 1e-14 {
+                converged = true;
+                break;
+            }
+            if !(det > 0.0) {
                 break;
             }
             let da = (h[2] * g[0] - h[1] * g[1]) / det;
             let db = (h[0] * g[1] - h[1] * g[0]) / det;
+            let size = da.abs().max(db.abs()) / (1.0 + a.abs().max(b.abs()));
+            if size < 1e-12 {
+                // Quadratic convergence: the remaining error is far below the step.
+                (a, b) = (a - da, b - db);
+                converged = true;
+                break;
+            }
+            // Backtracking on the loss; differences within rounding count as no increase.
+            let slack = 1e-14 * current.abs().max(1e-300);
             let mut t = 1.0;
             let mut accepted = false;
             while t > 1e-10 {
                 let trial = loss(a - t * da, b - t * db);
-                if trial <= current {
+                if trial <= current + slack {
                     (a, b, current) = (a - t * da, b - t * db, trial);
                     accepted = true;
                     break;
                 }
                 t *= 0.5;
             }
-            if !accepted || (t * da).abs().max((t * db).abs()) < 1e-13 * (1.0 + a.abs().max(b.abs())) {
+            if !accepted {
+                // No descent left at the precision of the loss: converged if the step is tiny.
+                converged = size < 1e-7;
                 break;
             }
         }
-        if !(gradient_norm < 1e-9) || !a.is_finite() || !b.is_finite() {
-            return Err(LrError::NotConverged { iterations: 200, gradient: gradient_norm });
+        if !converged || !a.is_finite() || !b.is_finite() {
+            return Err(LrError::NotConverged { iterations: MAX_STEPS, gradient: gradient_norm });
         }
         // Back to raw scores: a x + b = (a / sd) s + (b - a mean / sd).
         Ok(Self { slope_ln: a / sd, intercept_ln: b - a * mean / sd })

@@ -125,7 +125,11 @@ pub fn comparison_pairs(embeddings: &FeatureMatrix, identities: &[u64], options:
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let keep_same = subsample(same_total, options.max_same_source, &mut rng);
     let keep_diff = subsample(different_total, options.max_different_source, &mut rng);
-    let mut set = PairSet { same_source_available: same_total, different_source_available: different_total, ..Default::default() };
+    let mut set = PairSet {
+        same_source_available: same_total,
+        different_source_available: different_total,
+        ..Default::default()
+    };
     let (mut seen_same, mut seen_diff) = (0u64, 0u64);
     let (mut next_same, mut next_diff) = (0usize, 0usize);
     let take = |keep: &Option<Vec<u64>>, seen: u64, next: &mut usize| match keep {
@@ -174,7 +178,8 @@ pub fn identity_folds(identities: &[u64], folds: usize, seed: u64) -> Result<Vec
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rand::seq::SliceRandom::shuffle(distinct.as_mut_slice(), &mut rng);
-    let fold_of: std::collections::HashMap<u64, usize> = distinct.iter().enumerate().map(|(i, &id)| (id, i % folds)).collect();
+    let fold_of: std::collections::HashMap<u64, usize> =
+        distinct.iter().enumerate().map(|(i, &id)| (id, i % folds)).collect();
     Ok(identities.iter().map(|id| fold_of[id]).collect())
 }
 

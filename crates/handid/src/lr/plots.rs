@@ -92,7 +92,8 @@ impl Frame {
 }
 
 fn split(report: &ValidationReport) -> (Vec<f64>, Vec<f64>) {
-    let pick = |same: bool| report.llrs.iter().zip(&report.labels).filter(|(_, l)| **l == same).map(|(v, _)| *v).collect();
+    let pick =
+        |same: bool| report.llrs.iter().zip(&report.labels).filter(|(_, l)| **l == same).map(|(v, _)| *v).collect();
     (pick(true), pick(false))
 }
 
@@ -224,7 +225,8 @@ pub(crate) fn histograms(report: &ValidationReport, bins: usize) -> RgbImage {
     frame.axes(&mut canvas, "LOG10 LR PER HYPOTHESIS", "LOG10 LR (VALIDATED, BOUNDED)", "FRACTION PER BIN");
     for (values, c) in [(&fd, colour::RED), (&fp, colour::GREEN)] {
         for (b, &v) in values.iter().enumerate() {
-            let (a, z) = (frame.sx(lo + b as f64 * width).round() as i64, frame.sx(lo + (b + 1) as f64 * width).round() as i64);
+            let (a, z) =
+                (frame.sx(lo + b as f64 * width).round() as i64, frame.sx(lo + (b + 1) as f64 * width).round() as i64);
             canvas.fill_rect_alpha(a, frame.sy(v).round() as i64, z, frame.y1, c, 0.3);
         }
     }
