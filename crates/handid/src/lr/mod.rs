@@ -13,7 +13,8 @@
 //! - [`calibration`]: the bounded calibration that casework uses and its `calibration.json`;
 //! - [`validation`]: cross-validation by identity and the validation report (JSON + PNG with
 //!   [`write_calibration_outputs`]);
-//! - [`verbal`]: the ENFSI 2015 verbal scale.
+//! - [`verbal`]: the ENFSI 2015 verbal scale;
+//! - [`groups`]: differential performance, the figures per group of images (11k Hands metadata).
 //!
 //! The command-line program needs one call per command: [`calibrate`] then
 //! [`write_calibration_outputs`] (`handid calibrate`); [`Calibration::load`] then
@@ -22,6 +23,7 @@
 pub mod calibration;
 pub mod elub;
 mod error;
+pub mod groups;
 mod json;
 pub mod logistic;
 pub mod metrics;
@@ -39,6 +41,9 @@ pub use calibration::{
 
 pub use elub::{ElubBounds, elub};
 pub use error::{LrError, Result};
+pub use groups::{
+    DifferentialOptions, DifferentialReport, GroupFigures, GroupLabels, differential_performance, hands11k_groups,
+};
 pub use logistic::LogisticCalibrator;
 pub use metrics::{LrMetrics, Misleading, cllr, cllr_min, devpav, eer};
 pub use outputs::{CalibrationOutputs, write_calibration_outputs};
