@@ -82,13 +82,13 @@ impl Calibrator {
                 let ok = !c.scores.is_empty()
                     && c.scores.len() == c.probabilities.len()
                     && c.scores.iter().all(|s| s.is_finite())
-                    && c.scores.windows(2).all(|w| w[0] < w[1])
+                    && c.scores.windows(2).all(|w| w[0] <= w[1])
                     && c.probabilities.iter().all(|p| (0.0..=1.0).contains(p))
                     && c.probabilities.windows(2).all(|w| w[0] <= w[1]);
                 if ok {
                     Ok(())
                 } else {
-                    Err("PAV points are not increasing scores with probabilities in [0, 1]".into())
+                    Err("PAV points are not non-decreasing scores with non-decreasing probabilities in [0, 1]".into())
                 }
             }
             Self::Logistic(_) => Ok(()),

@@ -148,7 +148,8 @@ pub fn differential_performance(
             }
             let (mut best_same, mut best_diff) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
             for g in (0..n).filter(|&g| g != q) {
-                let dot: f64 = embeddings.row(q).iter().zip(embeddings.row(g)).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let dot: f64 =
+                    embeddings.row(q).iter().zip(embeddings.row(g)).map(|(&a, &b)| a as f64 * b as f64).sum();
                 let s = dot / (norms[q] * norms[g]);
                 if identities[g] == identities[q] {
                     best_same = best_same.max(s);
@@ -201,8 +202,8 @@ pub fn differential_performance(
             ));
         }
         let outcomes: Vec<bool> = (0..n).filter(|&i| inside[i]).filter_map(|i| hit[i]).collect();
-        let rank1 = (!outcomes.is_empty())
-            .then(|| outcomes.iter().filter(|&&h| h).count() as f64 / outcomes.len() as f64);
+        let rank1 =
+            (!outcomes.is_empty()).then(|| outcomes.iter().filter(|&&h| h).count() as f64 / outcomes.len() as f64);
         if rank1.is_none() {
             notes.push("no image of the group has another image of its identity: no rank-1".into());
         }

@@ -89,7 +89,7 @@ impl LogisticCalibrator {
                 converged = true;
                 break;
             }
-            if !(det > 0.0) {
+            if det.is_nan() || det <= 0.0 {
                 break;
             }
             let da = (h[2] * g[0] - h[1] * g[1]) / det;
