@@ -73,8 +73,18 @@ fn case_files() -> Vec<PathBuf> {
     )
 }
 
+/// The largest differences seen over all cases (printed with `--nocapture`).
+#[derive(Default)]
+struct Worst {
+    metric: f64,
+    pav: f64,
+    logistic_relative: f64,
+    logistic_llr: f64,
+    elub: f64,
+}
+
 /// Compares one case; returns the differences found.
-fn check(case: &Case) -> Result<(), String> {
+fn check(case: &Case, worst: &mut Worst) -> Result<(), String> {
     let scores = numbers(&case.scores)?;
     let llrs = numbers(&case.llrs)?;
     if let Some(bad) = case.labels.iter().find(|&&l| l > 1) {
@@ -87,6 +97,9 @@ fn check(case: &Case) -> Result<(), String> {
     let e = &case.expected;
     let mut problems = Vec::new();
     let mut scalar = |name: &str, actual: f64, expected: f64| {
+        if actual.is_finite() && expected.is_finite() {
+            worst.metric = worst.metric.max((actual - expected).abs());
+        }
         if !close(actual, expected, METRIC_TOLERANCE) {
             problems.push(format!("{name}: {actual} vs expected {expected}"));
         }
@@ -103,6 +116,11 @@ fn check(case: &Case) -> Result<(), String> {
     let expected_pav = numbers(&e.pav_llrs)?;
     if expected_pav.len() != pav.len() {
         problems.push(format!("pav_llrs: {} values, expected {}", pav.len(), expected_pav.len()));
+    }
+    for (a, x) in pav.iter().zip(&expected_pav) {
+        if a.is_finite() && x.is_finite() {
+            worst.pav = worst.pav.max((a - x).abs());
+        }
     }
     let bad: Vec<String> = pav
         .iter()
@@ -132,6 +150,7 @@ fn check(case: &Case) -> Result<(), String> {
         (Some(x), Ok(f)) => {
             for (name, a, b) in [("slope_ln", f.slope_ln, x.slope_ln), ("intercept_ln", f.intercept_ln, x.intercept_ln)]
             {
+                worst.logistic_relative = worst.logistic_relative.max((a - b).abs() / b.abs());
                 if (a - b).abs() > LOGISTIC_RELATIVE * b.abs() {
                     problems.push(format!("{name}: {a} vs expected {b}"));
                 }
@@ -141,9 +160,10 @@ fn check(case: &Case) -> Result<(), String> {
             if expected_llrs.len() != ours.len() {
                 problems.push(format!("logistic llrs: {} values, expected {}", ours.len(), expected_llrs.len()));
             }
-            let worst = ours.iter().zip(&expected_llrs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            if worst.is_nan() || worst > LOGISTIC_LLR {
-                problems.push(format!("logistic llrs: worst difference {worst}"));
+            let largest = ours.iter().zip(&expected_llrs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            worst.logistic_llr = worst.logistic_llr.max(largest);
+            if largest.is_nan() || largest > LOGISTIC_LLR {
+                problems.push(format!("logistic llrs: worst difference {largest}"));
             }
             match &e.elub {
                 None => problems.push("elub missing while logistic is given".into()),
@@ -152,6 +172,7 @@ fn check(case: &Case) -> Result<(), String> {
                     let (lo, hi) = (number(lo)?, number(hi)?);
                     // One step exactly, as differences of decimals: 1.13 - 1.12 is 0.010000000000000009.
                     let within = |a: f64, b: f64| (a - b).abs() <= ELUB_STEP * (1.0 + 1e-9);
+                    worst.elub = worst.elub.max((b.lower - lo).abs()).max((b.upper - hi).abs());
                     if !(within(b.lower, lo) && within(b.upper, hi)) {
                         problems.push(format!("elub: [{}, {}] vs expected [{lo}, {hi}]", b.lower, b.upper));
                     }
@@ -166,18 +187,24 @@ fn check(case: &Case) -> Result<(), String> {
 fn lr_matches_lir_and_sklearn() {
     let mut total = 0;
     let mut failures = Vec::new();
+    let mut worst = Worst::default();
     for file in case_files() {
         let cases: Vec<Case> = common::read_json_cases(&file, "likelihood-ratio cases");
         assert!(!cases.is_empty(), "{} holds no cases", file.display());
         for (index, case) in cases.iter().enumerate() {
             total += 1;
-            if let Err(problem) = check(case) {
+            if let Err(problem) = check(case, &mut worst) {
                 let name = case.name.as_deref().unwrap_or("");
                 failures.push(format!("{} case {index} {name}: {problem}", file.display()));
             }
         }
     }
     println!("{total} likelihood-ratio cases checked, {} failed", failures.len());
+    println!(
+        "largest differences: metrics {:e}, finite PAV llrs {:e}, logistic parameters {:e} relative, logistic llrs \
+         {:e}, ELUB {:e}",
+        worst.metric, worst.pav, worst.logistic_relative, worst.logistic_llr, worst.elub
+    );
     assert!(failures.is_empty(), "{} of {total} cases differ:\n{}", failures.len(), failures.join("\n"));
 }
 

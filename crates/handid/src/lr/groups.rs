@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::calibration::Calibration;
@@ -142,6 +143,7 @@ pub fn differential_performance(
         *mates.entry(*id).or_default() += 1;
     }
     let hit: Vec<Option<bool>> = (0..n)
+        .into_par_iter()
         .map(|q| {
             if mates[&identities[q]] < 2 {
                 return None;
