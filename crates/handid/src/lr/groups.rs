@@ -259,5 +259,28 @@ mod tests {
         // In "b", image 5's best match is image 6 (another identity): rank-1 below 1.
         assert!(b.rank1.unwrap() < 1.0);
         assert!(a.cllr.is_none());
+        assert!(differential_performance(&m, &ids, &groups[..3], None, &DifferentialOptions::default()).is_err());
+    }
+
+    #[test]
+    fn hands11k_labels() {
+        let row = HandInfoRow {
+            line: 2,
+            id: "0000000".into(),
+            id_number: 0,
+            age: "27".into(),
+            gender: "female".into(),
+            skin_color: "fair".into(),
+            accessories: 0,
+            nail_polish: "1".into(),
+            aspect: crate::data::hands11k::Aspect::DorsalRight,
+            image_name: "Hand_0000002.jpg".into(),
+            irregularities: "0".into(),
+        };
+        let g = hands11k_groups(&row);
+        assert_eq!(g["age"], "20-29");
+        assert_eq!(g["gender"], "female");
+        assert_eq!(g["nail_polish"], "1");
+        assert_eq!(g.len(), 6);
     }
 }

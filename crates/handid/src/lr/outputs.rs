@@ -54,8 +54,9 @@ impl ValidationReport {
 
 /// Writes `dir/calibration.json`, `dir/validation.json` and the figures `tippett.png`,
 /// `ece.png`, `pav.png` and `llr_histograms.png`. Everything is encoded before anything is
-/// written, every file is written atomically, and `calibration.json` comes last: a folder with
-/// a `calibration.json` holds the complete report beside it.
+/// written, an earlier `calibration.json` in `dir` is removed first, every file is written
+/// atomically, and `calibration.json` comes last: a folder with a `calibration.json` holds the
+/// complete report of that calibration beside it, even when writing fails part way.
 pub fn write_calibration_outputs(
     dir: &Path,
     calibration: &Calibration,
@@ -78,6 +79,12 @@ pub fn write_calibration_outputs(
         (&outputs.histograms, png_bytes(&outputs.histograms, &histograms)?),
         (&outputs.calibration, calibration.to_json()?),
     ];
+    match std::fs::remove_file(&outputs.calibration) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(LrError::Eval(EvalError::Write { path: outputs.calibration.clone(), source: e }));
+        }
+        _ => {}
+    }
     for (path, bytes) in &files {
         crate::eval::write_atomic(path, bytes)?;
     }
