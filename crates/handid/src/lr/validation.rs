@@ -224,7 +224,7 @@ pub fn calibrate(
         definitions: definitions(),
         calibrator: options.calibrator,
         folds: fold_summaries,
-        ece: EceCurve::compute(&llrs, &labels, 2.5, 101)?,
+        ece: EceCurve::compute(&llrs, &labels, 3.0, 121)?,
         metrics: metrics.clone(),
         verbal_scale: VERBAL_SCALE.to_string(),
         scores: tested.iter().map(|&i| pairs.scores[i]).collect(),
@@ -238,6 +238,20 @@ pub fn calibrate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ece_matches_lir() {
+        // lir.plotting.expected_calibration_error.calculate_ece at prior log10 odds -1, 0, 1.
+        let llrs = [1.2, -0.8, 0.4, -1.5, 0.1, -0.2, -0.6];
+        let labels = [true, false, true, false, false, true, false];
+        let e = EceCurve::compute(&llrs, &labels, 1.0, 3).unwrap();
+        for (a, b) in e.system.iter().zip([0.26825817, 0.54315389, 0.25102317]) {
+            assert!((a - b).abs() < 1e-8, "{a} vs {b}");
+        }
+        for (a, b) in e.pav.iter().zip([0.13459863, 0.28735821, 0.11891949]) {
+            assert!((a - b).abs() < 1e-8, "{a} vs {b}");
+        }
+    }
 
     #[test]
     fn ece_of_the_neutral_system_is_the_prior_entropy() {
