@@ -106,3 +106,33 @@ fn bad_inputs_are_clear_errors() {
     let options = CalibrationOptions { folds: 5, pairs: PairOptions::default(), ..Default::default() };
     assert!(matches!(calibrate(&m, &ids, &options, provenance()), Err(LrError::InvalidOption(_))));
 }
+
+/// A realistic size (2000 images of 500 identities, 512 dimensions, 200 000 different-source
+/// pairs): run with `cargo test --test lr_calibrate -- --ignored` to see the time it takes.
+#[test]
+#[ignore]
+fn calibrate_a_realistic_size() {
+    let mut rng = common::Rng(77);
+    let dim = 512;
+    let (mut data, mut ids) = (Vec::new(), Vec::new());
+    for id in 0..500u64 {
+        let centre: Vec<f32> = (0..dim).map(|_| rng.next()).collect();
+        for _ in 0..4 {
+            data.extend(centre.iter().map(|c| c + 1.5 * rng.next()));
+            ids.push(id);
+        }
+    }
+    let m = FeatureMatrix::new(data, dim).unwrap();
+    let start = std::time::Instant::now();
+    let (calibration, report) = calibrate(&m, &ids, &CalibrationOptions::default(), provenance()).unwrap();
+    let fitted = start.elapsed();
+    let dir = common::TempDir::new("lr-large");
+    write_calibration_outputs(&dir.0, &calibration, &report).unwrap();
+    println!(
+        "{} + {} pairs: calibrated and validated in {fitted:?}, written in {:?}; cllr {:.3}",
+        calibration.counts.same_source,
+        calibration.counts.different_source,
+        start.elapsed() - fitted,
+        report.metrics.cllr
+    );
+}
