@@ -41,6 +41,12 @@ fn calibrate_report_and_compare() {
     for kind in [CalibratorKind::Logistic, CalibratorKind::Pav] {
         let options = CalibrationOptions { calibrator: kind, ..Default::default() };
         let (calibration, report) = calibrate(&m, &ids, &options, provenance()).unwrap();
+        assert_eq!(report.folds.len(), 5);
+        assert_eq!(report.folds.iter().map(|f| f.identities).sum::<usize>(), 40);
+        let tested: usize = report.folds.iter().map(|f| f.test_same_source + f.test_different_source).sum();
+        assert_eq!(tested, report.llrs.len());
+        // Every same-source pair lies within one fold, so all of them are validated.
+        assert_eq!(report.metrics.same_source, 40 * 6);
         let out = dir.0.join(format!("{kind:?}"));
         let files = write_calibration_outputs(&out, &calibration, &report).unwrap();
         for p in [&files.calibration, &files.validation, &files.tippett, &files.ece, &files.pav, &files.histograms] {

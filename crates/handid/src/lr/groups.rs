@@ -84,6 +84,20 @@ pub struct DifferentialReport {
     pub groups: Vec<GroupFigures>,
 }
 
+impl DifferentialReport {
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| {
+            super::LrError::Eval(crate::eval::EvalError::Encode {
+                path: "differential.json".into(),
+                reason: e.to_string(),
+            })
+        })?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+}
+
 /// The 11k Hands groups of one image: gender, age band (`<20`, `20-29`, `30-39`, `40+`), skin
 /// colour, nail polish, irregularities, accessories (the raw values of `HandInfo.csv` otherwise).
 pub fn hands11k_groups(row: &HandInfoRow) -> GroupLabels {

@@ -139,16 +139,27 @@ fn definitions() -> BTreeMap<String, String> {
     .collect()
 }
 
-/// Cross-validated, bounded log10 LRs of the comparisons that lie within one fold.
+/// Cross-validation by identity of `pairs` (made by [`comparison_pairs`] from images with
+/// these `identities`), with `options.folds` folds dealt by `options.seed`. Returns the indices
+/// (into `pairs`) of the validated comparisons, i.e. those whose two images lie in the same
+/// fold, their bounded log10 LRs from the calibrator fitted without that fold, and a summary of
+/// each fold. Fails when a fold leaves fewer than two fitting comparisons of either kind, or
+/// when the fitting fails (for example [`LrError::Separated`]).
 pub fn cross_validate(
     pairs: &PairSet,
-    image_folds: &[usize],
+    identities: &[u64],
     options: &CalibrationOptions,
 ) -> Result<(Vec<usize>, Vec<f64>, Vec<FoldSummary>)> {
     if pairs.pairs.len() != pairs.scores.len() {
         return Err(LrError::InvalidOption("cross-validation needs the image pairs of each comparison".into()));
     }
-    let k = image_folds.iter().copied().max().map_or(0, |m| m + 1);
+    if let Some(&(_, b)) = pairs.pairs.iter().max_by_key(|p| p.1) {
+        if b >= identities.len() {
+            return Err(LrError::Length { what: "identities", expected: b + 1, got: identities.len() });
+        }
+    }
+    let image_folds = identity_folds(identities, options.folds, options.seed)?;
+    let k = options.folds;
     let (mut tested, mut llrs, mut folds) = (Vec::new(), Vec::new(), Vec::new());
     for f in 0..k {
         let (mut fit_scores, mut fit_labels, mut test) = (Vec::new(), Vec::new(), Vec::new());
@@ -172,9 +183,11 @@ pub fn cross_validate(
                 }
                 other => other,
             })?;
+        let held: std::collections::HashSet<u64> =
+            identities.iter().zip(&image_folds).filter(|(_, g)| **g == f).map(|(id, _)| *id).collect();
         folds.push(FoldSummary {
             fold: f,
-            identities: 0,
+            identities: held.len(),
             fit_same_source: cal.counts.same_source,
             fit_different_source: cal.counts.different_source,
             test_same_source: test_same,
@@ -199,7 +212,8 @@ pub fn calibrate(
     provenance: Provenance,
 ) -> Result<(Calibration, ValidationReport)> {
     let pairs = comparison_pairs(embeddings, identities, &options.pairs)?;
-    let folds = identity_folds(identities, options.folds, options.seed)?;
+    // Checked before anything is fitted: a fold count the identities cannot fill.
+    identity_folds(identities, options.folds, options.seed)?;
     let mut distinct = identities.to_vec();
     distinct.sort_unstable();
     distinct.dedup();
@@ -211,12 +225,7 @@ pub fn calibrate(
         ..Default::default()
     };
     let mut calibration = Calibration::fit(&pairs.scores, &pairs.labels, options, provenance, counts)?;
-    let (tested, llrs, mut fold_summaries) = cross_validate(&pairs, &folds, options)?;
-    for s in &mut fold_summaries {
-        let held: std::collections::HashSet<u64> =
-            identities.iter().zip(&folds).filter(|(_, f)| **f == s.fold).map(|(id, _)| *id).collect();
-        s.identities = held.len();
-    }
+    let (tested, llrs, fold_summaries) = cross_validate(&pairs, identities, options)?;
     let labels: Vec<bool> = tested.iter().map(|&i| pairs.labels[i]).collect();
     check_counts(&labels, Some("validated comparisons (within one fold)".into()))?;
     let metrics = LrMetrics::compute(&llrs, &labels)?;
