@@ -153,10 +153,10 @@ pub fn cross_validate(
     if pairs.pairs.len() != pairs.scores.len() {
         return Err(LrError::InvalidOption("cross-validation needs the image pairs of each comparison".into()));
     }
-    if let Some(&(_, b)) = pairs.pairs.iter().max_by_key(|p| p.1) {
-        if b >= identities.len() {
-            return Err(LrError::Length { what: "identities", expected: b + 1, got: identities.len() });
-        }
+    if let Some(&(_, b)) = pairs.pairs.iter().max_by_key(|p| p.1)
+        && b >= identities.len()
+    {
+        return Err(LrError::Length { what: "identities", expected: b + 1, got: identities.len() });
     }
     let image_folds = identity_folds(identities, options.folds, options.seed)?;
     let k = options.folds;
