@@ -19,6 +19,20 @@
 //! The command-line program needs one call per command: [`calibrate`] then
 //! [`write_calibration_outputs`] (`handid calibrate`); [`Calibration::load`] then
 //! [`Calibration::evidence`] (`handid compare --calibration`, `index query --calibration`).
+//!
+//! ```
+//! use handid::lr::{Calibration, CalibrationOptions, PairCounts, Provenance, Supports};
+//! // Comparison scores with their ground truth (true = same person).
+//! let scores = [0.1, 0.35, 0.4, 0.5, 0.2, 0.6, 0.55, 0.8, 0.9, 0.45, 0.3, 0.7];
+//! let labels = [false, false, true, false, false, true, false, true, true, true, false, true];
+//! let provenance = Provenance { model_sha256: "ab12".into(), ..Default::default() };
+//! let options = CalibrationOptions::default(); // logistic regression, ELUB bounds
+//! let calibration = Calibration::fit(&scores, &labels, &options, provenance, PairCounts::default())?;
+//! let evidence = calibration.evidence(0.85)?;
+//! assert!(evidence.lr > 1.0 && evidence.llr <= calibration.bounds.upper);
+//! assert_eq!(evidence.verbal.supports, Supports::SameSource);
+//! # Ok::<(), handid::lr::LrError>(())
+//! ```
 
 pub mod calibration;
 pub mod elub;
