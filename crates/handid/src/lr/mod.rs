@@ -63,5 +63,5 @@ pub use metrics::{LrMetrics, Misleading, cllr, cllr_min, devpav, eer};
 pub use outputs::{CalibrationOutputs, write_calibration_outputs};
 pub use pairs::{PairOptions, PairSet, comparison_pairs, identity_folds};
 pub use pav::{PavCalibrator, pav_llrs};
-pub use validation::{EceCurve, FoldSummary, ValidationReport, calibrate, cross_validate};
+pub use validation::{EceCurve, FoldSummary, ValidationReport, calibrate, calibrate_pairs, cross_validate};
 pub use verbal::{Supports, VERBAL_SCALE, VerbalEquivalent, verbal_equivalent};

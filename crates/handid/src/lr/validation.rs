@@ -212,6 +212,17 @@ pub fn calibrate(
     provenance: Provenance,
 ) -> Result<(Calibration, ValidationReport)> {
     let pairs = comparison_pairs(embeddings, identities, &options.pairs)?;
+    calibrate_pairs(&pairs, identities, options, provenance)
+}
+
+/// [`calibrate`] on comparisons already made (by [`comparison_pairs`], or any [`PairSet`] whose
+/// `pairs` index images with these `identities`).
+pub fn calibrate_pairs(
+    pairs: &PairSet,
+    identities: &[u64],
+    options: &CalibrationOptions,
+    provenance: Provenance,
+) -> Result<(Calibration, ValidationReport)> {
     // Checked before anything is fitted: a fold count the identities cannot fill.
     identity_folds(identities, options.folds, options.seed)?;
     let mut distinct = identities.to_vec();
@@ -225,7 +236,7 @@ pub fn calibrate(
         ..Default::default()
     };
     let mut calibration = Calibration::fit(&pairs.scores, &pairs.labels, options, provenance, counts)?;
-    let (tested, llrs, fold_summaries) = cross_validate(&pairs, identities, options)?;
+    let (tested, llrs, fold_summaries) = cross_validate(pairs, identities, options)?;
     let labels: Vec<bool> = tested.iter().map(|&i| pairs.labels[i]).collect();
     check_counts(&labels, Some("validated comparisons (within one fold)".into()))?;
     let metrics = LrMetrics::compute(&llrs, &labels)?;
