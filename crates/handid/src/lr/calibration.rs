@@ -267,11 +267,7 @@ impl Calibration {
 
     /// The JSON text of the file.
     pub fn to_json(&self) -> Result<Vec<u8>> {
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| {
-            LrError::Eval(crate::eval::EvalError::Encode { path: "calibration.json".into(), reason: e.to_string() })
-        })?;
-        bytes.push(b'\n');
-        Ok(bytes)
+        Ok(crate::eval::output::encode_json(Path::new("calibration.json"), self)?)
     }
 
     /// Writes the file atomically (temporary file, then rename).

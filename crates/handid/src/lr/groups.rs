@@ -87,14 +87,7 @@ pub struct DifferentialReport {
 impl DifferentialReport {
     /// The report as pretty JSON.
     pub fn to_json(&self) -> Result<Vec<u8>> {
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| {
-            super::LrError::Eval(crate::eval::EvalError::Encode {
-                path: "differential.json".into(),
-                reason: e.to_string(),
-            })
-        })?;
-        bytes.push(b'\n');
-        Ok(bytes)
+        Ok(crate::eval::output::encode_json(std::path::Path::new("differential.json"), self)?)
     }
 }
 

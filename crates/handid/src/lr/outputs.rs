@@ -9,6 +9,7 @@ use super::error::{LrError, Result};
 use super::plots;
 use super::validation::ValidationReport;
 use crate::eval::EvalError;
+use crate::eval::output::{encode_json, encode_png};
 
 /// The files [`write_calibration_outputs`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,23 +28,10 @@ pub struct CalibrationOutputs {
     pub histograms: PathBuf,
 }
 
-fn encode_error(path: &Path, reason: String) -> LrError {
-    LrError::Eval(EvalError::Encode { path: path.to_path_buf(), reason })
-}
-
-fn png_bytes(path: &Path, image: &image::RgbImage) -> Result<Vec<u8>> {
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    image.write_to(&mut bytes, image::ImageFormat::Png).map_err(|e| encode_error(path, e.to_string()))?;
-    Ok(bytes.into_inner())
-}
-
 impl ValidationReport {
     /// The report as pretty JSON (infinite values never occur: the LRs are bounded).
     pub fn to_json(&self) -> Result<Vec<u8>> {
-        let mut bytes =
-            serde_json::to_vec_pretty(self).map_err(|e| encode_error(Path::new("validation.json"), e.to_string()))?;
-        bytes.push(b'\n');
-        Ok(bytes)
+        Ok(encode_json(Path::new("validation.json"), self)?)
     }
 
     /// The four figures: Tippett, ECE, PAV and histograms, in that order.
@@ -73,10 +61,10 @@ pub fn write_calibration_outputs(
     let [tippett, ece, pav, histograms] = report.render();
     let files = [
         (&outputs.validation, report.to_json()?),
-        (&outputs.tippett, png_bytes(&outputs.tippett, &tippett)?),
-        (&outputs.ece, png_bytes(&outputs.ece, &ece)?),
-        (&outputs.pav, png_bytes(&outputs.pav, &pav)?),
-        (&outputs.histograms, png_bytes(&outputs.histograms, &histograms)?),
+        (&outputs.tippett, encode_png(&outputs.tippett, &tippett)?),
+        (&outputs.ece, encode_png(&outputs.ece, &ece)?),
+        (&outputs.pav, encode_png(&outputs.pav, &pav)?),
+        (&outputs.histograms, encode_png(&outputs.histograms, &histograms)?),
         (&outputs.calibration, calibration.to_json()?),
     ];
     match std::fs::remove_file(&outputs.calibration) {
