@@ -52,7 +52,6 @@ pub use calibration::{
     CALIBRATION_FORMAT, Calibration, CalibrationOptions, Calibrator, CalibratorKind, Evidence, FileHash, PairCounts,
     Provenance, sha256_file,
 };
-
 pub use elub::{ElubBounds, elub};
 pub use error::{LrError, Result};
 pub use groups::{
