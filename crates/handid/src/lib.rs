@@ -36,6 +36,7 @@
 //! - [`eval`]: retrieval metrics (CMC, both mAP variants, mINP), verification figures and
 //!   ranked candidate lists;
 //! - [`model`]: the CLIP-HandID model (inversion network, BN necks, classifiers, prompt);
+//! - [`lr`]: calibrated likelihood ratios (score -> log10 LR), their validation and casework use;
 //! - [`loss`]: label-smoothed cross-entropy and supervised contrastive losses;
 //! - [`train`]: the training loop, schedule, checkpoints and resume, and training runs from files;
 //! - [`retrieval`]: models for retrieval from one file, export, casework and evaluation;
@@ -57,6 +58,7 @@ pub mod data;
 pub mod demo;
 pub mod eval;
 pub mod loss;
+pub mod lr;
 pub mod model;
 pub mod progress;
 pub mod provenance;

@@ -24,19 +24,29 @@ pub(crate) fn write_atomic_with(
         .map_err(|source| EvalError::Write { path: path.to_path_buf(), source })
 }
 
-/// Encodes an RGB image as PNG and writes it atomically.
-pub(crate) fn write_png(path: &Path, image: &image::RgbImage) -> Result<()> {
+/// Encodes an RGB image as PNG (`path` names the file it is meant for, in errors).
+pub(crate) fn encode_png(path: &Path, image: &image::RgbImage) -> Result<Vec<u8>> {
     let mut bytes = std::io::Cursor::new(Vec::new());
     image
         .write_to(&mut bytes, image::ImageFormat::Png)
         .map_err(|e| EvalError::Encode { path: path.to_path_buf(), reason: e.to_string() })?;
-    write_atomic(path, bytes.get_ref())
+    Ok(bytes.into_inner())
+}
+
+/// Encodes an RGB image as PNG and writes it atomically.
+pub(crate) fn write_png(path: &Path, image: &image::RgbImage) -> Result<()> {
+    write_atomic(path, &encode_png(path, image)?)
+}
+
+/// Serialises `value` as pretty JSON with a final newline (`path` names the file, in errors).
+pub(crate) fn encode_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| EvalError::Encode { path: path.to_path_buf(), reason: e.to_string() })?;
+    bytes.push(b'\n');
+    Ok(bytes)
 }
 
 /// Serialises `value` as pretty JSON and writes it atomically.
 pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| EvalError::Encode { path: path.to_path_buf(), reason: e.to_string() })?;
-    bytes.push(b'\n');
-    write_atomic(path, &bytes)
+    write_atomic(path, &encode_json(path, value)?)
 }
