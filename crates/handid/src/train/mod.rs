@@ -10,7 +10,10 @@ mod trainer;
 pub use batch::{ImageRef, LabeledImages, augment, epoch_batches, stack, training_batch};
 pub use config::{AugmentConfig, Scenario, TrainConfig};
 pub use schedule::LrSchedule;
-pub use trainer::{EpochMetrics, HandIdOptimizer, StepStats, TrainOptions, TrainOutcome, optimizer, step, train};
+pub use trainer::{
+    EpochMetrics, HandIdOptimizer, StepStats, TrainOptions, TrainOutcome, TrainingLoss, optimizer, step, train,
+    training_loss,
+};
 
 use std::path::PathBuf;
 
