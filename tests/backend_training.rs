@@ -13,16 +13,30 @@ use burn::tensor::backend::AutodiffBackend;
 use clip_handid::clip::vision::ImageEncoder;
 use clip_handid::clip::{ClipConfig, ResNetConfig, TextConfig, VisionConfig, VitConfig};
 use clip_handid::handid::model::{HandIdConfig, HandIdModel, TextMode};
-use clip_handid::handid::train::{StepStats, TrainConfig, optimizer, step};
+use clip_handid::handid::train::{StepStats, TrainConfig, optimizer, step, training_loss};
 
 /// Training steps per run.
 const STEPS: usize = 4;
 /// Four identities, two images each (the contrastive losses need positives).
 const BATCH: usize = 8;
-/// How far the per-step losses of the tested backend may be from `flex`'s, relative. GPU
-/// kernels sum in another order than the CPU backend (measured on `wgpu` / lavapipe: see
-/// docs/CI.md); on `flex` itself the runs are identical.
+/// The image encoder's learning rate (the new layers get 10x). At 1e-3 the tiny ModifiedResNet's
+/// loss jumps from 6.9 to 8.5 after one step: a trajectory that unstable magnifies every rounding
+/// difference, so it would compare the backends' chaos rather than their arithmetic.
+const LR: f64 = 1e-4;
+/// How far the losses of the first step (the same weights, so forward arithmetic alone) may be
+/// from `flex`'s, relative. GPU kernels sum in another order than the CPU backend; measured on
+/// `wgpu` / lavapipe: at most 1.1e-7. On `flex` itself the runs are identical.
+const FIRST_LOSS_TOLERANCE: f64 = 1e-5;
+/// The same for the later steps, after the backends' rounding has gone through Adam: its first
+/// update moves every weight by about the learning rate times the *sign* of its gradient, so
+/// gradient elements that are zero up to rounding (attention's key bias, whose gradient cancels
+/// in the softmax: |g| ~ 1e-10, of either sign) move differently on each backend. Measured on
+/// `wgpu` / lavapipe at `LR`: at most 9.0e-6. The gradients themselves are compared in
+/// `first_step_gradients_match_flex` (cosine >= 0.99999 per tensor).
 const LOSS_TOLERANCE: f64 = 1e-4;
+/// Gradient tensors whose norm is below this (relative to the largest one) are zero in exact
+/// arithmetic and carry only rounding noise; their direction is not compared.
+const NOISE_GRADIENT: f64 = 1e-6;
 
 fn tiny(vision: VisionConfig) -> HandIdConfig {
     let clip = ClipConfig {
@@ -47,6 +61,14 @@ fn tiny_resnet() -> HandIdConfig {
     let mut config =
         tiny(VisionConfig::ResNet(ResNetConfig { layers: [1, 1, 1, 1], width: 8, heads: 2, image_size: 64 }));
     config.input_size = [48, 32];
+    config
+}
+
+/// `config` at its CLIP model's own input size, ViT stride and ResNet layer4 stride.
+fn native(mut config: HandIdConfig) -> HandIdConfig {
+    let side = config.clip.vision.image_size();
+    config.input_size = [side, side];
+    config.resnet_last_stride = 2;
     config
 }
 
@@ -99,7 +121,7 @@ fn position_embedding<B: Backend>(encoder: &ImageEncoder<B>) -> &Param<Tensor<B,
     }
 }
 
-/// `STEPS` steps at a fixed learning rate from the model seeded with 11; the losses of each step
+/// `STEPS` steps at learning rate `LR` from the model seeded with 11; the losses of each step
 /// and the trained model.
 fn run<B: AutodiffBackend>(
     config: &HandIdConfig,
@@ -115,7 +137,7 @@ fn run<B: AutodiffBackend>(
     let (pixels, labels) = batch::<B>(&config, device);
     let mut stats = Vec::new();
     for _ in 0..STEPS {
-        let (next, s) = step(model, &mut optim, pixels.clone(), labels.clone(), &train, 1e-3).unwrap();
+        let (next, s) = step(model, &mut optim, pixels.clone(), labels.clone(), &train, LR).unwrap();
         model = next;
         stats.push(s);
     }
@@ -126,7 +148,10 @@ fn run<B: AutodiffBackend>(
 fn a_seed_gives_the_same_model_on_every_backend() {
     common::on_test_backend!(|B, device| {
         println!("backend: {}", B::name(&device));
-        for config in [tiny_vit(), tiny_resnet()] {
+        // At the checkpoint's own input size and strides: nothing is resized, so the model is only
+        // the seeded draws and must be equal bit for bit (a resize is computed on the backend,
+        // with its rounding).
+        for config in [native(tiny_vit()), native(tiny_resnet())] {
             let here = values(&HandIdModel::<B>::seeded(&config, 5, &device).unwrap());
             let cpu = values(&HandIdModel::<Flex>::seeded(&config, 5, &Default::default()).unwrap());
             let differing: Vec<usize> = (0..here.len()).filter(|&i| here[i] != cpu[i]).collect();
@@ -186,13 +211,68 @@ fn training_steps_lower_the_loss_and_match_flex_in_both_text_modes() {
                         ("contrastive loss", a.contrastive_loss, b.contrastive_loss),
                     ] {
                         let relative = (x - y).abs() / y.abs().max(1e-12);
+                        let tolerance = if k == 0 { FIRST_LOSS_TOLERANCE } else { LOSS_TOLERANCE };
                         println!("  step {k} {part}: {x:.7} vs flex {y:.7} (relative {relative:.1e})");
                         assert!(
-                            relative <= LOSS_TOLERANCE,
+                            relative <= tolerance,
                             "{label} {mode:?} step {k}: {part} {x} on {name}, {y} on flex (relative {relative:.2e})"
                         );
                     }
                 }
+            }
+        }
+    })
+}
+
+/// Every parameter's gradient after one forward and backward pass of the training loss, by path.
+struct Gradients<'a, B: AutodiffBackend> {
+    grads: &'a B::Gradients,
+    path: Vec<String>,
+    out: Vec<(String, Vec<f64>)>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Gradients<'_, B> {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(grad) = param.grad(self.grads) {
+            self.out.push((self.path.join("."), grad.into_data().convert::<f64>().to_vec().unwrap()));
+        }
+    }
+}
+
+fn first_gradients<B: AutodiffBackend>(config: &HandIdConfig, device: &B::Device) -> Vec<(String, Vec<f64>)> {
+    let model = HandIdModel::<B>::seeded(config, 11, device).unwrap();
+    model.seed_dropout(12);
+    let (pixels, labels) = batch::<B>(config, device);
+    let out = model.forward(pixels);
+    let grads = training_loss(&out, labels, &train_config(TextMode::Paper)).total.backward();
+    let mut visitor = Gradients::<B> { grads: &grads, path: Vec::new(), out: Vec::new() };
+    model.visit(&mut visitor);
+    visitor.out
+}
+
+#[test]
+fn first_step_gradients_match_flex() {
+    common::on_test_backend!(|B, device| {
+        for config in [tiny_vit(), tiny_resnet()] {
+            let here = first_gradients::<Autodiff<B>>(&config, &device);
+            let cpu = first_gradients::<Autodiff<Flex>>(&config, &Default::default());
+            assert_eq!(here.len(), cpu.len(), "other parameters get gradients on {}", B::name(&device));
+            let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let largest = cpu.iter().map(|(_, g)| norm(g)).fold(0.0, f64::max);
+            for ((name, a), (_, b)) in here.iter().zip(&cpu) {
+                if norm(b) < NOISE_GRADIENT * largest {
+                    continue;
+                }
+                let cosine = a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>() / (norm(a) * norm(b));
+                assert!(cosine >= 0.99999, "{name}: gradient on {} has cosine {cosine} to flex's", B::name(&device));
             }
         }
     })

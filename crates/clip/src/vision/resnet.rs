@@ -39,7 +39,10 @@ pub(crate) fn conv_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Ten
         && conv.stride == [1, 1]
         && conv.dilation == [1, 1]
         && conv.groups == 1
-        && matches!(conv.padding, PaddingConfig2d::Valid | PaddingConfig2d::Same | PaddingConfig2d::Explicit(0, 0, 0, 0));
+        && matches!(
+            conv.padding,
+            PaddingConfig2d::Valid | PaddingConfig2d::Same | PaddingConfig2d::Explicit(0, 0, 0, 0)
+        );
     if !pointwise {
         return conv.forward(x);
     }

@@ -13,7 +13,8 @@ pub use config::{AugmentConfig, Scenario, TrainConfig};
 pub use run::{RUN_FORMAT, RUN_MODEL_FILE, RunModel, TrainData, TrainRequest, TrainSummary, train_run};
 pub use schedule::LrSchedule;
 pub use trainer::{
-    EpochMetrics, HandIdOptimizer, StepStats, TrainOptions, TrainOutcome, optimizer, step, train, train_observed,
+    EpochMetrics, HandIdOptimizer, StepStats, TrainOptions, TrainOutcome, TrainingLoss, optimizer, step, train,
+    train_observed, training_loss,
 };
 
 use std::path::PathBuf;

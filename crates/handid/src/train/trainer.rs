@@ -18,7 +18,7 @@ use super::TrainError;
 use super::batch::{LabeledImages, epoch_batches, stack, training_batch};
 use super::config::{Scenario, TrainConfig};
 use crate::loss::{label_smoothing_cross_entropy, supervised_contrastive};
-use crate::model::HandIdModel;
+use crate::model::{HandIdModel, HandIdOutput};
 use crate::progress::{Observer, Silent};
 
 /// Where a run writes (progress goes to the observer of [`train_observed`]).
@@ -239,6 +239,40 @@ pub struct StepStats {
     pub correct: usize,
 }
 
+/// The losses of one training batch.
+#[derive(Debug, Clone)]
+pub struct TrainingLoss<B: Backend> {
+    /// What the optimiser minimises: `id` plus `contrastive` where it runs.
+    pub total: Tensor<B, 1>,
+    /// Both ID losses (label-smoothed cross-entropy on the two classifiers).
+    pub id: Tensor<B, 1>,
+    /// Both image-text contrastive losses, in the CLIP-HandID scenario with the text branch on.
+    pub contrastive: Option<Tensor<B, 1>>,
+}
+
+/// The losses of [`step`] for a forward pass `out` of a batch with class `labels` `[batch]`.
+pub fn training_loss<B: Backend>(
+    out: &HandIdOutput<B>,
+    labels: Tensor<B, 1, Int>,
+    config: &TrainConfig,
+) -> TrainingLoss<B> {
+    let eps = config.label_smoothing;
+    let id = label_smoothing_cross_entropy(out.logits_features.clone(), labels.clone(), eps)
+        + label_smoothing_cross_entropy(out.logits_projected.clone(), labels.clone(), eps);
+    let contrastive = match (&out.text, config.scenario == Scenario::ClipHandId) {
+        (Some(text), true) => Some(
+            supervised_contrastive(out.projected.clone(), text.clone(), labels.clone(), labels.clone())
+                + supervised_contrastive(text.clone(), out.projected.clone(), labels.clone(), labels),
+        ),
+        _ => None,
+    };
+    let total = match &contrastive {
+        Some(c) => id.clone() + c.clone(),
+        None => id.clone(),
+    };
+    TrainingLoss { total, id, contrastive }
+}
+
 /// One optimiser step on a batch of augmented pixels `[batch, 3, h, w]` and their class labels
 /// `[batch]`: both ID losses, the two contrastive losses in the CLIP-HandID scenario, then Adam
 /// on the image encoder at `lr_image` and on the new layers at `lr_image` times the config's
@@ -252,20 +286,7 @@ pub fn step<B: AutodiffBackend>(
     lr_image: f64,
 ) -> Result<(HandIdModel<B>, StepStats), f32> {
     let out = model.forward(pixels);
-    let eps = config.label_smoothing;
-    let id_loss = label_smoothing_cross_entropy(out.logits_features, labels.clone(), eps)
-        + label_smoothing_cross_entropy(out.logits_projected.clone(), labels.clone(), eps);
-    let contrastive = match (&out.text, config.scenario == Scenario::ClipHandId) {
-        (Some(text), true) => Some(
-            supervised_contrastive(out.projected.clone(), text.clone(), labels.clone(), labels.clone())
-                + supervised_contrastive(text.clone(), out.projected.clone(), labels.clone(), labels.clone()),
-        ),
-        _ => None,
-    };
-    let loss = match &contrastive {
-        Some(c) => id_loss.clone() + c.clone(),
-        None => id_loss.clone(),
-    };
+    let TrainingLoss { total: loss, id: id_loss, contrastive } = training_loss(&out, labels.clone(), config);
     let loss_value: f32 = loss.clone().into_scalar().elem();
     if !loss_value.is_finite() {
         return Err(loss_value);
