@@ -234,6 +234,7 @@ fn wrong_usage_exits_with_2_and_every_subcommand_has_an_example() {
         &["index", "build"],
         &["index", "query"],
         &["compare"],
+        &["calibrate"],
         &["evaluate"],
         &["reproduce"],
     ];

@@ -31,6 +31,7 @@ fn provenance() -> Provenance {
         model_sha256: "ab".repeat(32),
         data: "generated".into(),
         data_hashes: vec![],
+        produced_by: None,
     }
 }
 

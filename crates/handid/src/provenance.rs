@@ -58,6 +58,10 @@ pub struct Provenance {
     /// SHA-256 of the index file queried, for query results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_sha256: Option<String>,
+    /// SHA-256 of the calibration file (`handid calibrate`) that turned scores into likelihood
+    /// ratios, for outputs with likelihood ratios.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_sha256: Option<String>,
     /// Seeds that determined the output, by purpose (empty for deterministic outputs).
     #[serde(default)]
     pub seeds: BTreeMap<String, u64>,
@@ -86,6 +90,7 @@ impl Provenance {
             flip_sum,
             backend: backend.to_string(),
             index_sha256: None,
+            calibration_sha256: None,
             seeds: BTreeMap::new(),
             created_unix,
         }

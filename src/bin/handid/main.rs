@@ -26,7 +26,9 @@ use clip_handid::backend::BackendKind;
   handid train --data hands/ --weights ViT-B-16.safetensors --out run
   handid export run --out my-model.safetensors
   handid index build --model my-model.safetensors --index gallery.safetensors --identity-from-folder known/
-  handid index query --model my-model.safetensors --index gallery.safetensors -k 10 --out hits.json questioned.jpg")]
+  handid index query --model my-model.safetensors --index gallery.safetensors -k 10 --out hits.json questioned.jpg
+  handid calibrate --model my-model.safetensors --data calibration-hands/ --out cal
+  handid compare --model my-model.safetensors --calibration cal/calibration.json questioned.jpg known.jpg")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -97,9 +99,19 @@ enum Command {
     /// Build or query a gallery index of hand images.
     #[command(subcommand)]
     Index(retrieval_cmds::IndexCommand),
-    /// The similarity score (cosine, -1 to 1) of two images under a model.
-    #[command(after_help = "Example:\n  handid compare --model my-model.safetensors questioned.jpg known.jpg")]
+    /// The similarity score (cosine, -1 to 1) of two images under a model; with a calibration,
+    /// the likelihood ratio, its verbal equivalent and the provenance of every input.
+    #[command(
+        after_help = "Example:\n  handid compare --model my-model.safetensors questioned.jpg known.jpg\n  handid compare --model my-model.safetensors --calibration cal/calibration.json questioned.jpg known.jpg"
+    )]
     Compare(retrieval_cmds::CompareArgs),
+    /// Calibrate a model's comparison scores into likelihood ratios on identities it was not
+    /// trained on, with a validation report (Cllr, EER, misleading evidence; Tippett, ECE, PAV
+    /// plots). See docs/LR.md.
+    #[command(
+        after_help = "Example:\n  handid calibrate --model my-model.safetensors --data calibration-hands/ --out cal\n  handid calibrate --model my-model.safetensors --data hands/ --split mine.json --calibrator pav --out cal"
+    )]
+    Calibrate(retrieval_cmds::CalibrateArgs),
     /// The protocol's figures for a model on a split manifest: CMC rank-1/5/10, both mAPs, mINP,
     /// verification ROC/EER, ranked candidates (JSON, CSV and PNG).
     #[command(
@@ -131,6 +143,7 @@ fn run(command: Command) -> Result<(), String> {
         Command::Embed(args) => retrieval_cmds::embed(&args),
         Command::Index(command) => retrieval_cmds::index(&command),
         Command::Compare(args) => retrieval_cmds::compare(&args),
+        Command::Calibrate(args) => retrieval_cmds::calibrate(&args),
         Command::Evaluate(args) => retrieval_cmds::evaluate(&args),
         Command::Reproduce { args, quiet } => model_cmds::reproduce(&args, quiet),
     }

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use clip_handid::clip::ClipConfig;
 use clip_handid::handid::eval::GalleryIndex;
+use clip_handid::handid::lr::{CalibrationOptions, CalibratorKind, LrMetrics};
 use clip_handid::handid::progress::Observer;
 use clip_handid::handid::retrieval::{
-    RetrievalModel, build_index, collect_images, embed_to_file, evaluate_model, query_index,
+    CalibrationData, Comparison, RetrievalModel, build_index, calibrate_model, collect_images, compare_images,
+    embed_to_file, evaluate_model, query_index_calibrated,
 };
 use clip_handid::terminal::Terminal;
 
@@ -81,6 +83,10 @@ pub enum IndexCommand {
         /// Write the ranked candidates with their provenance as JSON.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// A calibration of the model (`handid calibrate`): adds each candidate's bounded log10
+        /// likelihood ratio, LR and verbal strength; refused if made with another model.
+        #[arg(long)]
+        calibration: Option<PathBuf>,
         /// Query image files, or folders searched recursively for images.
         #[arg(required = true)]
         queries: Vec<PathBuf>,
@@ -92,10 +98,56 @@ pub enum IndexCommand {
 pub struct CompareArgs {
     #[command(flatten)]
     model: ModelArg,
+    /// A calibration of the model (`handid calibrate`): also print the bounded log10 likelihood
+    /// ratio, the LR, its verbal equivalent and the calibration's validity figures; refused if
+    /// made with another model.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// Print the comparison (score, evidence, provenance of every input) as JSON.
+    #[arg(long)]
+    json: bool,
     /// The first image.
     a: PathBuf,
     /// The second image.
     b: PathBuf,
+}
+
+/// Arguments of `handid calibrate`.
+#[derive(clap::Args, Debug)]
+pub struct CalibrateArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// The calibration images: a folder per identity (`DIR/<identity>/<images>`), or with --split
+    /// the dataset root the manifest's paths are relative to. Use identities the model was not
+    /// trained on, in conditions like the case's.
+    #[arg(long)]
+    data: PathBuf,
+    /// Calibrate on a split manifest's test identities (`handid splits`) instead of the whole folder.
+    #[arg(long)]
+    split: Option<PathBuf>,
+    /// With --split: the subset (default: the manifest's first).
+    #[arg(long, requires = "split")]
+    subset: Option<String>,
+    /// Output directory (calibration.json, validation.json, tippett/ece/pav/llr_histograms.png).
+    #[arg(long)]
+    out: PathBuf,
+    /// Calibrator: logistic (prior-balanced logistic regression) or pav (isotonic).
+    #[arg(long, default_value = "logistic", value_parser = parse_calibrator)]
+    calibrator: CalibratorKind,
+    /// Cross-validation folds by identity for the validation report.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Seed of the fold assignment and of the subsampling of comparisons.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn parse_calibrator(value: &str) -> Result<CalibratorKind, String> {
+    match value {
+        "logistic" => Ok(CalibratorKind::Logistic),
+        "pav" => Ok(CalibratorKind::Pav),
+        other => Err(format!("{other:?} is not a calibrator (logistic or pav)")),
+    }
 }
 
 /// Arguments of `handid evaluate`.
@@ -170,19 +222,25 @@ pub fn index(command: &IndexCommand) -> Result<(), String> {
                 Ok(())
             })
         }
-        IndexCommand::Query { model: arg, index, k, out, queries } => {
+        IndexCommand::Query { model: arg, index, k, out, calibration, queries } => {
             let queries = collect_images(queries).map_err(|e| e.to_string())?;
             if let Some(out) = out {
                 clip_handid::io::check_output_file(out, 0)
                     .map_err(|e| format!("{}: cannot write the ranked candidates there: {e}", out.display()))?;
             }
             with_model!(arg, |model, device, observer| {
-                let report = query_index(&model, index, &queries, *k, &device, observer).map_err(|e| e.to_string())?;
+                let report =
+                    query_index_calibrated(&model, index, &queries, *k, calibration.as_deref(), &device, observer)
+                        .map_err(|e| e.to_string())?;
                 for query in &report.queries {
                     println!("{}", query.path);
                     for c in &query.candidates {
+                        let lr = match (c.log10_lr, &c.strength) {
+                            (Some(llr), Some(strength)) => format!("  log10 LR {llr:+.2} ({strength})"),
+                            _ => String::new(),
+                        };
                         println!(
-                            "  {:>4}  {:.4}  {}  {}",
+                            "  {:>4}  {:.4}{lr}  {}  {}",
                             c.rank,
                             c.score,
                             c.identity.as_deref().unwrap_or("-"),
@@ -202,8 +260,124 @@ pub fn index(command: &IndexCommand) -> Result<(), String> {
 
 pub fn compare(args: &CompareArgs) -> Result<(), String> {
     with_model!(args.model, |model, device, _observer| {
-        let score = model.compare(&args.a, &args.b, &device).map_err(|e| e.to_string())?;
-        println!("{score:.6}");
+        let comparison = compare_images(&model, &args.a, &args.b, args.calibration.as_deref(), &device)
+            .map_err(|e| e.to_string())?;
+        if args.json {
+            let text = serde_json::to_string_pretty(&comparison).map_err(|e| e.to_string())?;
+            println!("{text}");
+        } else if comparison.evidence.is_none() {
+            println!("{:.6}", comparison.score);
+        } else {
+            print_comparison(&comparison);
+        }
+        Ok(())
+    })
+}
+
+fn print_comparison(c: &Comparison) {
+    println!("score {:.6} (cosine similarity of the two images' features)", c.score);
+    if let Some(e) = &c.evidence {
+        let bound = if e.at_bound { "limited by the bound" } else { "within the bounds" };
+        println!(
+            "log10 LR {:+.3}, LR {:.4e} ({bound} [{:+.3}, {:+.3}] the calibration data supports)",
+            e.llr, e.lr, e.bounds.lower, e.bounds.upper
+        );
+        println!("verbal equivalent: {} support ({})", e.verbal.strength, e.verbal.scale);
+        println!("  {}", e.verbal.statement);
+    }
+    if let Some(cal) = &c.calibration {
+        println!(
+            "calibration {} ({:?}, on {} same-source and {} different-source comparisons of {} images, {} identities \
+             from {})",
+            cal.path,
+            cal.calibrator,
+            cal.counts.same_source,
+            cal.counts.different_source,
+            cal.counts.images,
+            cal.counts.identities,
+            cal.data
+        );
+        match &cal.validity {
+            Some(m) => validity_lines(m).iter().for_each(|line| println!("  {line}")),
+            None => println!("  not validated: its validity is unknown"),
+        }
+    }
+    println!("provenance ({}, backend {}):", c.provenance.tool, c.provenance.backend);
+    println!("  model {} SHA-256 {}", c.provenance.model, c.provenance.model_sha256);
+    for image in &c.images {
+        println!("  image {} SHA-256 {}", image.path, image.sha256);
+    }
+    if let Some(cal) = &c.calibration {
+        println!("  calibration {} SHA-256 {}", cal.path, cal.sha256);
+    }
+}
+
+/// The validity figures of a calibration, one line each.
+fn validity_lines(m: &LrMetrics) -> Vec<String> {
+    let strongest = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:+.2}"));
+    let (d, s) = (&m.misleading_different_source, &m.misleading_same_source);
+    vec![
+        format!(
+            "validity (cross-validated by identity, {} same-source and {} different-source comparisons):",
+            m.same_source, m.different_source
+        ),
+        format!(
+            "  Cllr {:.4}  Cllr_min {:.4}  Cllr_cal {:.4}  devPAV {}  EER {:.4}",
+            m.cllr,
+            m.cllr_min,
+            m.cllr_cal,
+            m.devpav.map_or("-".to_string(), |v| format!("{v:.4}")),
+            m.eer
+        ),
+        format!(
+            "  misleading evidence: LR > 1 for different people {} of {} ({:.4}, strongest log10 LR {}); LR < 1 for \
+             the same person {} of {} ({:.4}, strongest log10 LR {})",
+            d.misleading,
+            d.comparisons,
+            d.rate,
+            strongest(d.strongest_llr),
+            s.misleading,
+            s.comparisons,
+            s.rate,
+            strongest(s.strongest_llr)
+        ),
+    ]
+}
+
+pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
+    let data = match &args.split {
+        Some(manifest) => {
+            CalibrationData::Split { manifest: manifest.clone(), root: args.data.clone(), subset: args.subset.clone() }
+        }
+        None => CalibrationData::Folder(args.data.clone()),
+    };
+    let mut options =
+        CalibrationOptions { calibrator: args.calibrator, folds: args.folds, seed: args.seed, ..Default::default() };
+    options.pairs.seed = args.seed;
+    with_model!(args.model, |model, device, observer| {
+        let made = calibrate_model(&model, &data, &options, &args.out, &device, observer).map_err(|e| e.to_string())?;
+        let (c, b) = (&made.calibration, made.calibration.bounds);
+        println!(
+            "calibrated {:?} on {} images of {} identities: {} same-source and {} different-source comparisons; log10 \
+             LR bounded to [{:+.3}, {:+.3}] (ELUB)",
+            c.calibrator.kind(),
+            c.counts.images,
+            c.counts.identities,
+            c.counts.same_source,
+            c.counts.different_source,
+            b.lower,
+            b.upper
+        );
+        validity_lines(&made.report.metrics).iter().for_each(|line| println!("{line}"));
+        let o = &made.outputs;
+        for file in [&o.validation, &o.tippett, &o.ece, &o.pav, &o.histograms, &o.calibration] {
+            println!("wrote {}", file.display());
+        }
+        println!(
+            "next: handid compare --model {} --calibration {} A.jpg B.jpg",
+            model.path().display(),
+            o.calibration.display()
+        );
         Ok(())
     })
 }

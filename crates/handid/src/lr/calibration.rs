@@ -126,17 +126,12 @@ impl Default for CalibrationOptions {
     }
 }
 
-/// A file the calibration data came from, with its SHA-256 as the caller computed it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileHash {
-    /// The file (as given).
-    pub path: String,
-    /// Lower-case hex SHA-256.
-    pub sha256: String,
-}
+/// A file the calibration data came from, with its SHA-256 as the caller computed it: the
+/// record of every other output's input images ([`crate::provenance::HashedImage`]).
+pub type FileHash = crate::provenance::HashedImage;
 
 /// Where a calibration came from: strings supplied by the caller.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
     /// The model (path or name as given).
     pub model: String,
@@ -147,11 +142,16 @@ pub struct Provenance {
     /// Hashes of the data's files (the split manifest, the images, ...).
     #[serde(default)]
     pub data_hashes: Vec<FileHash>,
+    /// What computed the scores, as in every other output of the crate (tool, model kind,
+    /// preprocessing, flip-sum, backend, seeds), when the calibration was made from a model's
+    /// features ([`crate::retrieval::calibrate_model`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub produced_by: Option<crate::provenance::Provenance>,
 }
 
 /// Lower-case hex SHA-256 of a file, for callers that need one for [`Provenance`].
 pub fn sha256_file(path: &Path) -> Result<String> {
-    clip_burn::weights::download::sha256_file(path).map_err(|source| LrError::Hash { path: path.to_path_buf(), source })
+    crate::provenance::sha256_file(path).map_err(|source| LrError::Hash { path: path.to_path_buf(), source })
 }
 
 /// How many comparisons a calibration is built on.

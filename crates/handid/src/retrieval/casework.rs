@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{RetrievalError, RetrievalModel};
 use crate::data::has_image_extension;
 use crate::eval::{GalleryIndex, IndexEntry, SearchOptions};
+use crate::lr::Supports;
 use crate::progress::{Observer, counted};
 use crate::provenance::{HashedImage, Provenance, TOOL, sha256_file};
 
@@ -187,6 +188,19 @@ pub struct Candidate {
     pub sha256: Option<String>,
     /// Cosine similarity to the query.
     pub score: f32,
+    /// With a calibration: the bounded log10 likelihood ratio of the score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log10_lr: Option<f64>,
+    /// With a calibration: the likelihood ratio, `10^log10_lr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// With a calibration: the verbal strength of support (`"weak"`, ..., on the calibration's
+    /// scale) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength: Option<String>,
+    /// ... and the proposition it supports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supports: Option<Supports>,
 }
 
 /// One query's ranked candidates.
@@ -228,6 +242,22 @@ pub fn query_index<B: Backend>(
     device: &B::Device,
     observer: &mut dyn Observer,
 ) -> Result<QueryReport, RetrievalError> {
+    query_index_calibrated(model, index_path, queries, k, None, device, observer)
+}
+
+/// [`query_index`], and with a `calibration` file (loaded and checked to have been made with
+/// `model` before anything is embedded) each candidate's bounded log10 LR, LR and verbal
+/// strength, with the calibration's SHA-256 in the provenance.
+pub fn query_index_calibrated<B: Backend>(
+    model: &RetrievalModel<B>,
+    index_path: &Path,
+    queries: &[PathBuf],
+    k: usize,
+    calibration: Option<&Path>,
+    device: &B::Device,
+    observer: &mut dyn Observer,
+) -> Result<QueryReport, RetrievalError> {
+    let calibration = calibration.map(|path| super::load_calibration(model, path)).transpose()?;
     if k == 0 {
         return Err(RetrievalError::Model {
             path: index_path.to_path_buf(),
@@ -245,24 +275,32 @@ pub fn query_index<B: Backend>(
     let hits = index.search::<B>(&features, k, &SearchOptions::default(), device)?;
     let mut provenance = model.provenance(device);
     provenance.index_sha256 = Some(index_sha256);
+    provenance.calibration_sha256 = calibration.as_ref().map(|c| c.sha256.clone());
     let queries = hashed
         .into_iter()
         .zip(hits)
-        .map(|(query, hits)| QueryHits {
-            path: query.path,
-            sha256: query.sha256,
-            candidates: hits
+        .map(|(query, hits)| {
+            let candidates = hits
                 .into_iter()
-                .map(|h| Candidate {
-                    rank: h.rank,
-                    identity: h.identity,
-                    sha256: index.entries()[h.index].sha256.clone(),
-                    path: h.path,
-                    score: h.score,
+                .map(|h| {
+                    let evidence =
+                        calibration.as_ref().map(|c| c.calibration.evidence(f64::from(h.score))).transpose()?;
+                    Ok(Candidate {
+                        rank: h.rank,
+                        identity: h.identity,
+                        sha256: index.entries()[h.index].sha256.clone(),
+                        path: h.path,
+                        score: h.score,
+                        log10_lr: evidence.as_ref().map(|e| e.llr),
+                        lr: evidence.as_ref().map(|e| e.lr),
+                        strength: evidence.as_ref().map(|e| e.verbal.strength.clone()),
+                        supports: evidence.as_ref().map(|e| e.verbal.supports),
+                    })
                 })
-                .collect(),
+                .collect::<Result<Vec<_>, RetrievalError>>()?;
+            Ok(QueryHits { path: query.path, sha256: query.sha256, candidates })
         })
-        .collect();
+        .collect::<Result<Vec<_>, RetrievalError>>()?;
     Ok(QueryReport { provenance, queries })
 }
 

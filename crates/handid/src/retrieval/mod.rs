@@ -20,13 +20,18 @@
 mod casework;
 mod evaluate;
 mod export;
+mod likelihood;
 
 pub use casework::{
     Candidate, QueryHits, QueryReport, build_index, check_index_model, collect_images, embed_to_file, hash_files,
-    query_index,
+    query_index, query_index_calibrated,
 };
 pub use evaluate::{Evaluation, evaluate_extractor, evaluate_model};
 pub use export::{EXPORT_FORMAT, ExportReport, export_run, read_export_metadata};
+pub use likelihood::{
+    CalibrationData, CalibrationSummary, Comparison, LoadedCalibration, ModelCalibration, calibrate_model,
+    compare_images, load_calibration,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -81,6 +86,10 @@ pub enum RetrievalError {
     /// Feature extraction or the index failed (the error names the image or file).
     #[error(transparent)]
     Eval(#[from] EvalError),
+    /// Calibration or likelihood ratios failed: too few comparisons, a calibration file made
+    /// with another model or unreadable (the error names the file).
+    #[error(transparent)]
+    Lr(#[from] crate::lr::LrError),
 }
 
 impl RetrievalError {
