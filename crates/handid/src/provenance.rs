@@ -4,7 +4,6 @@
 //! again later.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -15,17 +14,7 @@ pub const TOOL: &str = concat!("handid ", env!("CARGO_PKG_VERSION"));
 
 /// Lower-case hex SHA-256 of a file's bytes; the error names nothing (callers name the file).
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
+    clip_burn::weights::download::sha256_file(path)
 }
 
 /// Lower-case hex SHA-256 of bytes in memory.
