@@ -8,8 +8,8 @@ use clip_handid::handid::eval::GalleryIndex;
 use clip_handid::handid::lr::{CalibrationOptions, CalibratorKind, LrMetrics};
 use clip_handid::handid::progress::Observer;
 use clip_handid::handid::retrieval::{
-    CalibrationData, Comparison, RetrievalModel, build_index, calibrate_model, collect_images, compare_images,
-    embed_to_file, evaluate_model, query_index_calibrated,
+    CalibrationData, Comparison, Differential, EvaluateOptions, RetrievalModel, build_index, calibrate_model,
+    collect_images, compare_images, embed_to_file, evaluate_model, query_index_calibrated,
 };
 use clip_handid::terminal::Terminal;
 
@@ -164,6 +164,15 @@ pub struct EvaluateArgs {
     /// Output directory (results.json, verification.json/png, rankings.csv/png).
     #[arg(long)]
     out: PathBuf,
+    /// An 11k Hands HandInfo.csv describing the evaluated images by file name, for the figures
+    /// per group (gender, age, skin colour, nail polish, irregularities); by default the root's
+    /// HandInfo.csv for an 11k Hands manifest.
+    #[arg(long)]
+    metadata: Option<PathBuf>,
+    /// A calibration of the model (`handid calibrate`): adds each group's Cllr; refused if made
+    /// with another model.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
 }
 
 /// Loads the model on the chosen backend and runs `body` with it.
@@ -383,9 +392,14 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
 }
 
 pub fn evaluate(args: &EvaluateArgs) -> Result<(), String> {
+    let options = EvaluateOptions {
+        metadata: args.metadata.clone(),
+        calibration: args.calibration.clone(),
+        ..Default::default()
+    };
     with_model!(args.model, |model, device, observer| {
-        let (evaluation, files) =
-            evaluate_model(&model, &args.split, &args.root, &args.out, &device, observer).map_err(|e| e.to_string())?;
+        let (evaluation, files) = evaluate_model(&model, &args.split, &args.root, &args.out, &options, &device, observer)
+            .map_err(|e| e.to_string())?;
         for subset in &evaluation.report.subsets {
             let s = &subset.summary;
             println!(
@@ -403,9 +417,74 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<(), String> {
         if let Some(verification) = &evaluation.verification {
             println!("EER {:.4} (first run)", verification.eer.rate);
         }
+        if let Some(differential) = &evaluation.differential {
+            differential_lines(differential).iter().for_each(|line| println!("{line}"));
+        }
         for file in files {
             println!("wrote {}", file.display());
         }
         Ok(())
     })
+}
+
+/// The figures per group as a table per subset, one line each.
+fn differential_lines(differential: &Differential) -> Vec<String> {
+    let results = match differential {
+        Differential::Unavailable { reason } => return vec![format!("no figures per group: {reason}")],
+        Differential::Computed(results) => results,
+    };
+    let figure = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    let mut lines = vec![format!(
+        "figures per group (metadata {}, SHA-256 {}{})",
+        results.metadata.path,
+        results.metadata.sha256,
+        results.calibration.as_ref().map_or(String::new(), |c| format!("; Cllr under the calibration {}", c.path))
+    )];
+    lines.extend(results.notes.iter().map(|n| format!("  {n}")));
+    for subset in &results.subsets {
+        lines.push(format!("{} ({} images):", subset.subset, subset.images));
+        lines.push(format!(
+            "  {:<15} {:<14} {:>7} {:>11} {:>8} {:>9} {:>7} {:>11} {:>11} {:>7} {:>8} {:>7}",
+            "group",
+            "value",
+            "#images",
+            "#identities",
+            "#genuine",
+            "#impostor",
+            "EER",
+            "TAR@FAR1e-2",
+            "TAR@FAR1e-3",
+            "rank-1",
+            "#queries",
+            "Cllr"
+        ));
+        for g in &subset.report.groups {
+            let tar = |target: f64| {
+                g.tar_at_far
+                    .iter()
+                    .find(|t| t.far_target == target)
+                    .map_or("-".to_string(), |t| format!("{:.4}{}", t.tar, if t.limited_by_sample_size { "*" } else { "" }))
+            };
+            lines.push(format!(
+                "  {:<15} {:<14} {:>7} {:>11} {:>8} {:>9} {:>7} {:>11} {:>11} {:>7} {:>8} {:>7}",
+                g.attribute,
+                g.value,
+                g.images,
+                g.identities,
+                g.same_source,
+                g.different_source,
+                figure(g.eer),
+                tar(1e-2),
+                tar(1e-3),
+                figure(g.rank1),
+                g.rank1_queries,
+                figure(g.cllr)
+            ));
+            lines.extend(g.notes.iter().map(|n| format!("    {}={}: {n}", g.attribute, g.value)));
+        }
+    }
+    lines.push(
+        "  (* the group has too few impostor comparisons to resolve that FAR: the figure is the TAR at FAR 0)".into(),
+    );
+    lines
 }

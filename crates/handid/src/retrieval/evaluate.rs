@@ -1,6 +1,8 @@
 //! The protocol's figures for any model on a split manifest, in one call: CMC rank-1/5/10, both
 //! mAPs and mINP over the Monte Carlo runs, the verification figures (genuine and impostor
-//! scores, ROC, EER) and the ranked candidates of the first run, as JSON, CSV and PNG.
+//! scores, ROC, EER) and the ranked candidates of the first run, as JSON, CSV and PNG; with
+//! [`evaluate_model`], the figures per group of images where the images carry metadata
+//! ([`Differential`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,9 @@ use burn::prelude::*;
 use clip_burn::preprocess::Transform;
 use serde::Serialize;
 
+use super::differential::{Differential, EvaluateOptions, GroupPlan};
 use super::hash_files;
+use super::likelihood::load_calibration;
 use super::{RetrievalError, RetrievalModel};
 use crate::data::{Entry, SplitManifest};
 use crate::eval::{
@@ -32,6 +36,9 @@ pub struct Evaluation {
     pub rankings: RankedLists,
     /// The images whose features were used, relative to the dataset root.
     pub images: Vec<String>,
+    /// The figures per group of images, or why there are none ([`evaluate_model`]); `None`:
+    /// not asked for ([`evaluate_extractor`]).
+    pub differential: Option<Differential>,
 }
 
 /// `results.json`: the metrics and what produced them.
@@ -42,11 +49,14 @@ struct Results<'a> {
     manifest_sha256: &'a str,
     images: Vec<HashedImage>,
     results: &'a ProtocolReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    differential_performance: Option<&'a Differential>,
 }
 
 impl Evaluation {
     /// Writes `results.json` (the metrics with `provenance`, the manifest's SHA-256 and every
-    /// evaluated image's),
+    /// evaluated image's, and the figures per group under `differential_performance` when they
+    /// were asked for),
     /// `verification.json` and `verification.png` (when there are verification figures), `rankings.csv` and `rankings.png` (six
     /// queries with their five best candidates; images found under `root`) into `out`, and
     /// returns the files written.
@@ -70,6 +80,7 @@ impl Evaluation {
             manifest_sha256: &manifest_sha256,
             images,
             results: &self.report,
+            differential_performance: self.differential.as_ref(),
         };
         let mut bytes = serde_json::to_vec_pretty(&body).map_err(|e| RetrievalError::io(&results, e))?;
         bytes.push(b'\n');
@@ -120,6 +131,23 @@ where
     B: Backend,
     E: FeatureExtractor<B> + ?Sized,
 {
+    Ok(evaluate_with_features(extractor, transform, manifest, root, device, observer)?.0)
+}
+
+/// [`evaluate_extractor`], also returning the features of [`Evaluation::images`] (row `i` is
+/// image `i`'s).
+fn evaluate_with_features<B, E>(
+    extractor: &E,
+    transform: &Transform,
+    manifest: &SplitManifest,
+    root: &Path,
+    device: &B::Device,
+    observer: &mut dyn Observer,
+) -> Result<(Evaluation, FeatureMatrix), RetrievalError>
+where
+    B: Backend,
+    E: FeatureExtractor<B> + ?Sized,
+{
     let options = ProtocolOptions::default();
     let paths = evaluation_paths(manifest, options.gallery);
     let Some(run) = manifest.subsets.iter().find_map(|s| s.runs.first()) else {
@@ -158,17 +186,22 @@ where
     let rel = |entries: &[Entry]| entries.iter().map(|e| e.path.clone()).collect::<Vec<_>>();
     let rankings =
         RankedLists::compute(&similarity, &short(&run.query), &short(gallery), &rel(&run.query), &rel(gallery), 5)?;
-    Ok(Evaluation { report, verification, rankings, images: paths })
+    Ok((Evaluation { report, verification, rankings, images: paths, differential: None }, features))
 }
 
 /// [`evaluate_extractor`] with a loaded model and its own preprocessing, on the manifest file
-/// `manifest_path` (its files checked under `root` first), with every output written into
-/// `out` by [`Evaluation::write`] with the model's provenance.
+/// `manifest_path` (its files checked under `root` first), plus the figures per group of
+/// images where they carry metadata ([`EvaluateOptions::metadata`]; with
+/// [`EvaluateOptions::calibration`], each group's Cllr), with every output written into `out`
+/// by [`Evaluation::write`] with the model's provenance (and the calibration's SHA-256). A
+/// calibration made with another model, or metadata that does not describe every evaluated
+/// image, is refused before any image is embedded, naming the file.
 pub fn evaluate_model<B: Backend>(
     model: &RetrievalModel<B>,
     manifest_path: &Path,
     root: &Path,
     out: &Path,
+    options: &EvaluateOptions,
     device: &B::Device,
     observer: &mut dyn Observer,
 ) -> Result<(Evaluation, Vec<PathBuf>), RetrievalError> {
@@ -176,9 +209,26 @@ pub fn evaluate_model<B: Backend>(
     manifest.check_files(root, manifest_path).map_err(|e| RetrievalError::io(manifest_path, e))?;
     clip_burn::io::check_output_dir(out, 16 << 20)
         .map_err(|e| RetrievalError::io(out, format!("cannot write the results there: {e}")))?;
-    let evaluation = evaluate_extractor(model, &model.transform(), &manifest, root, device, observer)?;
+    let calibration = options.calibration.as_deref().map(|path| load_calibration(model, path)).transpose()?;
+    // The metadata is matched with the manifest before the long work.
+    let paths = evaluation_paths(&manifest, ProtocolOptions::default().gallery);
+    let plan = GroupPlan::new(&manifest, root, &paths, options.metadata.as_deref())?;
+    let (mut evaluation, features) =
+        evaluate_with_features(model, &model.transform(), &manifest, root, device, observer)?;
+    debug_assert_eq!(evaluation.images, paths);
+    evaluation.differential = Some(match plan {
+        Ok(plan) => {
+            observer.message("figures per group");
+            plan.compute(&features, calibration.as_ref(), &options.differential)?
+        }
+        Err(reason) => Differential::Unavailable { reason },
+    });
     let mut provenance = model.provenance(device);
     provenance.seeds.insert("split".into(), manifest.seed);
+    provenance.calibration_sha256 = calibration.map(|c| c.sha256);
+    if matches!(evaluation.differential, Some(Differential::Computed(_))) {
+        provenance.seeds.insert("differential_pairs".into(), options.differential.pairs.seed);
+    }
     let files = evaluation.write(out, root, manifest_path, &provenance)?;
     Ok((evaluation, files))
 }

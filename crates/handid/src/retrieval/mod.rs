@@ -18,6 +18,7 @@
 //! ```
 
 mod casework;
+mod differential;
 mod evaluate;
 mod export;
 mod likelihood;
@@ -26,6 +27,7 @@ pub use casework::{
     Candidate, QueryHits, QueryReport, build_index, check_index_model, collect_images, embed_to_file, hash_files,
     query_index, query_index_calibrated,
 };
+pub use differential::{Differential, DifferentialResults, EvaluateOptions, GroupPlan, SubsetDifferential};
 pub use evaluate::{Evaluation, evaluate_extractor, evaluate_model};
 pub use export::{EXPORT_FORMAT, ExportReport, export_run, read_export_metadata};
 pub use likelihood::{
