@@ -227,8 +227,7 @@ fn calibrate_on_a_split_with_pav_then_compare() {
             path.file_name().unwrap().to_str().unwrap().to_string()
         })
         .collect();
-    let expected: BTreeSet<String> =
-        images.iter().map(|(p, _)| p.rsplit('/').next().unwrap().to_string()).collect();
+    let expected: BTreeSet<String> = images.iter().map(|(p, _)| p.rsplit('/').next().unwrap().to_string()).collect();
     assert_eq!(hashed, expected);
     let counts = &calibration["counts"];
     let n = images.len();
@@ -237,6 +236,10 @@ fn calibrate_on_a_split_with_pav_then_compare() {
     assert_eq!(counts["identities"].as_u64().unwrap(), TEST_SUBJECTS.len() as u64);
     assert_eq!(counts["same_source"].as_u64().unwrap(), same as u64);
     assert_eq!(counts["different_source"].as_u64().unwrap(), (n * (n - 1) / 2 - same) as u64);
+    // The data supports LRs both ways (else every LR would be 1 and the comparisons below moot).
+    let (lower, upper) =
+        (calibration["bounds"]["lower"].as_f64().unwrap(), calibration["bounds"]["upper"].as_f64().unwrap());
+    assert!(lower < 0.0 && upper > 0.0, "ELUB bounds [{lower}, {upper}]");
     for file in ["validation.json", "tippett.png", "ece.png", "pav.png", "llr_histograms.png"] {
         assert!(out.join(file).is_file(), "calibrate did not write {file}");
     }
@@ -287,7 +290,8 @@ fn calibrate_on_a_split_with_pav_then_compare() {
         (&f.manifest, Some("sideways"), "split.json"),
     ] {
         let bad_out = f.dir.path("bad-cal");
-        let mut args = [&["calibrate", "--quiet"][..], &model, &["--data", s(&f.root), "--split", s(manifest)]].concat();
+        let mut args =
+            [&["calibrate", "--quiet"][..], &model, &["--data", s(&f.root), "--split", s(manifest)]].concat();
         if let Some(subset) = subset {
             args.extend(["--subset", subset]);
         }
@@ -331,7 +335,10 @@ struct Counts {
     queries: usize,
 }
 
-fn expected_counts(images: &[(String, String)], labels: &HashMap<String, Labels>) -> BTreeMap<(String, String), Counts> {
+fn expected_counts(
+    images: &[(String, String)],
+    labels: &HashMap<String, Labels>,
+) -> BTreeMap<(String, String), Counts> {
     let label = |path: &str| &labels[path.rsplit('/').next().unwrap()];
     let mut per_identity: HashMap<&str, usize> = HashMap::new();
     for (_, id) in images {
@@ -501,8 +508,12 @@ fn evaluate_gives_the_figures_per_group_with_their_counts() {
     handid(&["splits", "--dataset", "folder", "--root", s(&folders), "--out", s(&folder_split)]);
     let out = f.dir.path("eval-folders");
     let printed = handid(
-        &[&["evaluate", "--quiet"][..], &model, &["--split", s(&folder_split), "--root", s(&folders), "--out", s(&out)]]
-            .concat(),
+        &[
+            &["evaluate", "--quiet"][..],
+            &model,
+            &["--split", s(&folder_split), "--root", s(&folders), "--out", s(&out)],
+        ]
+        .concat(),
     );
     let differential = &json(&out.join("results.json"))["differential_performance"];
     assert_eq!(differential["status"], "unavailable", "{differential}");

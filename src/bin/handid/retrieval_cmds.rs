@@ -398,8 +398,9 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<(), String> {
         ..Default::default()
     };
     with_model!(args.model, |model, device, observer| {
-        let (evaluation, files) = evaluate_model(&model, &args.split, &args.root, &args.out, &options, &device, observer)
-            .map_err(|e| e.to_string())?;
+        let (evaluation, files) =
+            evaluate_model(&model, &args.split, &args.root, &args.out, &options, &device, observer)
+                .map_err(|e| e.to_string())?;
         for subset in &evaluation.report.subsets {
             let s = &subset.summary;
             println!(
@@ -460,10 +461,9 @@ fn differential_lines(differential: &Differential) -> Vec<String> {
         ));
         for g in &subset.report.groups {
             let tar = |target: f64| {
-                g.tar_at_far
-                    .iter()
-                    .find(|t| t.far_target == target)
-                    .map_or("-".to_string(), |t| format!("{:.4}{}", t.tar, if t.limited_by_sample_size { "*" } else { "" }))
+                g.tar_at_far.iter().find(|t| t.far_target == target).map_or("-".to_string(), |t| {
+                    format!("{:.4}{}", t.tar, if t.limited_by_sample_size { "*" } else { "" })
+                })
             };
             lines.push(format!(
                 "  {:<15} {:<14} {:>7} {:>11} {:>8} {:>9} {:>7} {:>11} {:>11} {:>7} {:>8} {:>7}",

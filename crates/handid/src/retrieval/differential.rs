@@ -156,7 +156,10 @@ impl GroupPlan {
                     )
                 })?;
                 let &i = row_of.get(entry.path.as_str()).ok_or_else(|| {
-                    RetrievalError::Eval(EvalError::Protocol(format!("{} is not among the evaluated images", entry.path)))
+                    RetrievalError::Eval(EvalError::Protocol(format!(
+                        "{} is not among the evaluated images",
+                        entry.path
+                    )))
                 })?;
                 planned.rows.push(i);
                 let next = numbers.len() as u64;
@@ -210,5 +213,81 @@ impl GroupPlan {
             notes,
             subsets,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::testutil::TempDir;
+    use crate::data::{Entry, Identity, RunSplit, SubsetSplit};
+
+    const HEADER: &str = "id,age,gender,skinColor,accessories,nailPolish,aspectOfHand,imageName,irregularities\n";
+
+    /// A folder-dataset manifest whose one run holds `paths` (identity: the folder).
+    fn manifest(dataset: DatasetKind, paths: &[&str]) -> (SplitManifest, Vec<String>) {
+        let entries: Vec<Entry> =
+            paths.iter().map(|p| Entry::new(*p, Identity::new("folders", p.split('/').next().unwrap()))).collect();
+        let run = RunSplit { gallery: entries[..1].to_vec(), combined_gallery: vec![], query: entries[1..].to_vec() };
+        let subset = SubsetSplit { name: "folders".into(), train: vec![], val: vec![], runs: vec![run] };
+        (SplitManifest::new(dataset, 1, None, vec![subset]), paths.iter().map(|p| p.to_string()).collect())
+    }
+
+    fn write_csv(path: &Path, names: &[&str]) {
+        let rows: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{:07},{},female,fair,0,0,dorsal right,{n},0\n", 1000 + i, 20 + 10 * i))
+            .collect();
+        std::fs::write(path, format!("{HEADER}{rows}")).unwrap();
+    }
+
+    #[test]
+    fn no_metadata_is_said_not_omitted() {
+        let dir = TempDir::new("differential-none");
+        let (folders, paths) = manifest(DatasetKind::Folders, &["a/1.jpg", "a/2.jpg"]);
+        let reason = GroupPlan::new(&folders, dir.path(), &paths, None).unwrap().unwrap_err();
+        assert!(reason.contains("no per-image metadata") && reason.contains("--metadata"), "{reason}");
+        // An 11k manifest whose root has no HandInfo.csv: the reason names the file.
+        let (hands, paths) = manifest(DatasetKind::Hands11k, &["a/1.jpg", "a/2.jpg"]);
+        let reason = GroupPlan::new(&hands, dir.path(), &paths, None).unwrap().unwrap_err();
+        assert!(reason.contains(HAND_INFO_FILE) && reason.contains("does not exist"), "{reason}");
+    }
+
+    #[test]
+    fn images_are_matched_by_file_name_and_ambiguity_is_refused() {
+        let dir = TempDir::new("differential-match");
+        let csv = dir.path().join("Info.csv");
+        write_csv(&csv, &["1.jpg", "2.jpg", "3.jpg", "4.jpg"]);
+        let (m, paths) = manifest(DatasetKind::Folders, &["a/1.jpg", "a/2.jpg", "b/3.jpg", "b/4.jpg"]);
+        let plan = GroupPlan::new(&m, dir.path(), &paths, Some(&csv)).unwrap().unwrap();
+        assert_eq!(plan.metadata(), csv);
+        let features =
+            FeatureMatrix::from_rows(&[vec![1.0, 0.0], vec![0.9, 0.1], vec![0.0, 1.0], vec![0.1, 0.9]]).unwrap();
+        let Differential::Computed(results) = plan.compute(&features, None, &DifferentialOptions::default()).unwrap()
+        else {
+            panic!("no figures")
+        };
+        assert_eq!(results.metadata.sha256, sha256_file(&csv).unwrap());
+        assert!(results.notes[0].contains("no Cllr"));
+        let groups = &results.subsets[0].report.groups;
+        let female = groups.iter().find(|g| g.attribute == "gender" && g.value == "female").unwrap();
+        assert_eq!((female.images, female.identities, female.same_source, female.different_source), (4, 2, 2, 4));
+        assert_eq!(female.eer, Some(0.0));
+        // Ages 20, 30, 40, 50: one image in each band.
+        let bands: Vec<(&str, usize)> =
+            groups.iter().filter(|g| g.attribute == "age").map(|g| (g.value.as_str(), g.images)).collect();
+        assert_eq!(bands, [("20-29", 1), ("30-39", 1), ("40+", 2)]);
+
+        // An image the metadata lacks, and two images with the same file name.
+        let (m, paths) = manifest(DatasetKind::Folders, &["a/1.jpg", "a/5.jpg"]);
+        let e = GroupPlan::new(&m, dir.path(), &paths, Some(&csv)).unwrap_err().to_string();
+        assert!(e.contains("Info.csv") && e.contains("a/5.jpg"), "{e}");
+        let (m, paths) = manifest(DatasetKind::Folders, &["a/1.jpg", "b/1.jpg"]);
+        let e = GroupPlan::new(&m, dir.path(), &paths, Some(&csv)).unwrap_err().to_string();
+        assert!(e.contains("Info.csv") && e.contains("a/1.jpg") && e.contains("b/1.jpg"), "{e}");
+        // A metadata file that does not exist.
+        let e = GroupPlan::new(&m, dir.path(), &paths, Some(&dir.path().join("none.csv"))).unwrap_err().to_string();
+        assert!(e.contains("none.csv"), "{e}");
     }
 }
