@@ -113,9 +113,11 @@ enum Command {
     )]
     Calibrate(retrieval_cmds::CalibrateArgs),
     /// The protocol's figures for a model on a split manifest: CMC rank-1/5/10, both mAPs, mINP,
-    /// verification ROC/EER, ranked candidates (JSON, CSV and PNG).
+    /// verification ROC/EER, ranked candidates (JSON, CSV and PNG); on 11k Hands (HandInfo.csv)
+    /// the EER, TAR at FAR 1e-2 and 1e-3, rank-1 and (with --calibration) Cllr per group of
+    /// images, with the counts behind each figure.
     #[command(
-        after_help = "Example:\n  handid evaluate --model my-model.safetensors --split mine.json --root hands/ --out eval"
+        after_help = "Example:\n  handid evaluate --model my-model.safetensors --split mine.json --root hands/ --out eval\n  handid evaluate --model my-model.safetensors --split 11k.json --root data/11k --calibration cal/calibration.json --out eval"
     )]
     Evaluate(retrieval_cmds::EvaluateArgs),
     /// Reproduce the paper's Table I on 11k Hands and PolyU HD (ours beside the published
