@@ -270,3 +270,97 @@ pub fn add_relu<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) ->
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each kernel on flex against the generic ops on `Autodiff<Flex>`, which never takes the
+    //! fused path.
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::AutodiffModule;
+    use burn::nn::LinearConfig;
+    use burn::tensor::Distribution;
+
+    type Generic = Autodiff<Flex>;
+
+    fn random<const D: usize>(shape: [usize; D], seed: u64) -> TensorData {
+        let device = Default::default();
+        Flex::seed(&device, seed);
+        Tensor::<Flex, D>::random(shape, Distribution::Normal(0.0, 1.0), &device).into_data()
+    }
+
+    fn assert_close(fused: TensorData, generic: TensorData, tolerance: f32, what: &str) {
+        assert_eq!(fused.shape, generic.shape, "{what}: shape");
+        let (a, b): (Vec<f32>, Vec<f32>) = (fused.to_vec().unwrap(), generic.to_vec().unwrap());
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= tolerance, "{what}: max |fused - generic| = {worst:e} > {tolerance:e}");
+    }
+
+    #[test]
+    fn the_fused_path_is_taken_on_flex_only() {
+        assert!(is_flex::<Flex>() || disabled());
+        assert!(!is_flex::<Generic>());
+    }
+
+    #[test]
+    fn packed_attention_matches_the_generic_ops() {
+        let device = Default::default();
+        for (causal, tokens) in [(false, 197), (true, 77), (false, 1)] {
+            let qkv = random([3, tokens, 3 * 48], tokens as u64);
+            let fused = attention_packed(Tensor::<Flex, 3>::from_data(qkv.clone(), &device), 4, causal);
+            let generic = attention_packed(Tensor::<Generic, 3>::from_data(qkv, &device), 4, causal);
+            assert_close(fused.into_data(), generic.into_data(), 2e-6, &format!("attention causal={causal} tokens={tokens}"));
+        }
+    }
+
+    #[test]
+    fn linear_and_quick_gelu_match_the_generic_ops() {
+        let device = Default::default();
+        let x = random([2, 5, 24], 7);
+        let generic = LinearConfig::new(24, 40).init::<Generic>(&device);
+        let flex = generic.valid();
+        let fused = linear(&flex, Tensor::<Flex, 3>::from_data(x.clone(), &device));
+        let reference = generic.forward(Tensor::<Generic, 3>::from_data(x.clone(), &device));
+        assert_close(fused.into_data(), reference.clone().into_data(), 1e-6, "linear");
+        let fused = linear_quick_gelu(&flex, Tensor::<Flex, 3>::from_data(x, &device));
+        let reference = crate::attention::quick_gelu(reference);
+        assert_close(fused.into_data(), reference.into_data(), 1e-6, "linear + QuickGELU");
+    }
+
+    #[test]
+    fn channel_affine_and_add_relu_match_the_generic_ops() {
+        let device = Default::default();
+        let (x, y) = (random([2, 3, 5, 7], 1), random([2, 3, 5, 7], 2));
+        let (scale, shift) = (random([3], 3), random([3], 4));
+        for relu in [false, true] {
+            let fused = channel_affine(
+                Tensor::<Flex, 4>::from_data(x.clone(), &device),
+                Tensor::from_data(scale.clone(), &device),
+                Tensor::from_data(shift.clone(), &device),
+                relu,
+            );
+            let generic = channel_affine(
+                Tensor::<Generic, 4>::from_data(x.clone(), &device),
+                Tensor::from_data(scale.clone(), &device),
+                Tensor::from_data(shift.clone(), &device),
+                relu,
+            );
+            assert_close(fused.into_data(), generic.into_data(), 0.0, &format!("channel affine relu={relu}"));
+        }
+        let fused = add_relu(Tensor::<Flex, 4>::from_data(x.clone(), &device), Tensor::from_data(y.clone(), &device));
+        let generic = add_relu(Tensor::<Generic, 4>::from_data(x, &device), Tensor::from_data(y, &device));
+        assert_close(fused.into_data(), generic.into_data(), 0.0, "add + ReLU");
+    }
+
+    #[test]
+    fn a_shared_input_is_not_overwritten() {
+        let device = Default::default();
+        let x = Tensor::<Flex, 4>::from_data(random([1, 2, 3, 3], 5), &device);
+        let before = x.clone().into_data();
+        let scale = Tensor::from_floats([2.0, 3.0], &device);
+        let shift = Tensor::from_floats([1.0, -1.0], &device);
+        let _ = channel_affine(x.clone(), scale, shift, true);
+        let _ = add_relu(x.clone(), x.clone());
+        assert_eq!(x.into_data(), before);
+    }
+}
