@@ -9,13 +9,23 @@
 //! the tensor's type, so there is no flag to forget and no silent change of results: the parity
 //! tests run on flex and therefore through these kernels, at the tolerances they always had.
 //!
+//! `CLIP_BURN_FUSED=off` in the environment switches them off (the generic ops run on flex too),
+//! to measure what they buy or to rule them out; it is read once per process.
+//!
 //! What they replace and why (docs/BENCHMARKS.md has the profile):
 //! - [`attention_packed`]: flex's attention is single-threaded over `batch x heads`, and the
 //!   head split and merge around it copy q, k, v and the output. Here each `(batch, head)` is a
 //!   task on the rayon pool; the two matrix products read the packed `[tokens, 3 width]`
 //!   projection in place through strides and write the merged `[tokens, width]` layout.
 //! - [`linear_quick_gelu`]: the MLP's bias add, `x * 1.702`, `sigmoid` and the product were four
-//!   passes over the largest activation (`[tokens, 4 width]`); here one, in place.
+//!   passes over the largest activation (`[tokens, 4 width]`); here one, in place, with an `exp`
+//!   that vectorises.
+//! - [`linear`]: one 2-d product for all tokens of all images, on every backend: flex's batched
+//!   matmul (what `Linear` runs on a 3-d input) packs the weight again for every image and runs
+//!   each image's product on one thread, and in training the weight's gradient of a batched
+//!   product is one product per image summed afterwards. On flex the bias is added in place.
+//! - [`channel_affine`] and [`add_relu`]: the ModifiedResNet's BatchNorm (+ ReLU) in evaluation
+//!   and its residual join, one pass each, in place.
 
 mod math;
 
@@ -191,7 +201,7 @@ fn fused_bias<B: Backend>(linear: &Linear<B>, x: &Tensor<B, 2>) -> Option<Tensor
     (is_flex::<B>() && bias.dtype() == DType::F32 && x.dtype() == DType::F32).then_some(bias)
 }
 
-/// `linear.forward(x)` for `x` `[.., in]`, computed as one 2-d product (see [`flatten`]); on
+/// `linear.forward(x)` for `x` `[.., in]`, computed as one 2-d product (why: the module docs); on
 /// flex the bias is added in place.
 pub fn linear<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
     let (x, out_dims) = flatten(linear, x);
