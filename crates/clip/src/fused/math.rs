@@ -24,7 +24,8 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(EXP_MIN, EXP_MAX);
-    let n = (x * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
+    let t = x * LOG2E + ROUND_MAGIC;
+    let n = t - ROUND_MAGIC; // round(x / ln 2), in [-126, 127]
     let r = x - n * LN2_HI - n * LN2_LO;
     // Cephes `expf` polynomial for e^r - 1 - r on |r| <= ln2 / 2.
     let p = 1.987_569_1e-4_f32;
@@ -34,7 +35,10 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5.000_000_1e-1;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // `2^n` from the integer in `t`'s low mantissa bits (`t` = 1.5 * 2^23 + n): an integer
+    // subtraction, where `n as i32` (a saturating conversion) would not vectorise.
+    let n_int = (t.to_bits() as i32).wrapping_sub(ROUND_MAGIC.to_bits() as i32);
+    let scale = f32::from_bits((n_int.wrapping_add(127) as u32) << 23);
     y * scale
 }
 
