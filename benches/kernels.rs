@@ -20,7 +20,9 @@
 //! Group `matmul`: `vit-b-16-mlp`, the first MLP product of a ViT-B/16 block at batch 8
 //! (`[8 * 197, 768] x [768, 3072]`), the shape that dominates the image encoder's time. Its
 //! throughput is in floating-point operations per second (criterion's "elem/s"), to compare with
-//! `torch.matmul` on the same shapes (docs/BENCHMARKS.md).
+//! `torch.matmul` on the same shapes (docs/BENCHMARKS.md). `vit-b-16-mlp-batched` is the same
+//! product as `burn::nn::Linear` runs it on `[8, 197, 768]`: flex's batched matmul, one
+//! single-threaded gemm per image on the rayon pool.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -79,6 +81,12 @@ fn bench_matmul(c: &mut Criterion) {
     group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     group.throughput(criterion::Throughput::Elements((2 * m * k * n) as u64));
     group.bench_function("vit-b-16-mlp", |b| b.iter(|| black_box(sync(a.clone().matmul(w.clone())))));
+    // The same product as `burn::nn::Linear` computes it on a `[batch, tokens, width]` input:
+    // a batched matmul against the weight broadcast over the batch.
+    let a3 = a.clone().reshape([8, 197, k]);
+    let w3: Tensor<B, 3> = w.clone().unsqueeze();
+    let sync3 = |t: Tensor<B, 3>| -> f32 { t.slice([0..1, 0..1, 0..1]).into_scalar().elem() };
+    group.bench_function("vit-b-16-mlp-batched", |b| b.iter(|| black_box(sync3(a3.clone().matmul(w3.clone())))));
     group.finish();
 }
 

@@ -4,9 +4,8 @@
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 
+use crate::fused;
 use crate::trace::Trace;
 
 /// `x * sigmoid(1.702 x)`, the activation OpenAI trained CLIP with.
@@ -39,16 +38,9 @@ pub struct MultiHeadAttention<B: Backend> {
 impl<B: Backend> MultiHeadAttention<B> {
     /// Self-attention over `x` `[batch, tokens, width]`; `causal` masks future tokens.
     pub fn forward(&self, x: Tensor<B, 3>, causal: bool) -> Tensor<B, 3> {
-        let [batch, tokens, width] = x.dims();
-        let head_dim = width / self.heads;
-        let split_heads = |t: Tensor<B, 3>| t.reshape([batch, tokens, self.heads, head_dim]).swap_dims(1, 2);
-        let qkv = self.in_proj.forward(x); // [batch, tokens, 3 * width]
-        let q = split_heads(qkv.clone().narrow(2, 0, width)); // [batch, heads, tokens, head_dim]
-        let k = split_heads(qkv.clone().narrow(2, width, width));
-        let v = split_heads(qkv.narrow(2, 2 * width, width));
-        let options = AttentionModuleOptions { is_causal: causal, ..Default::default() };
-        let out = attention(q, k, v, None, None, options); // [batch, heads, tokens, head_dim]
-        self.out_proj.forward(out.swap_dims(1, 2).reshape([batch, tokens, width]))
+        let qkv = fused::linear(&self.in_proj, x); // [batch, tokens, 3 * width]
+        let heads = fused::attention_packed(qkv, self.heads, causal); // [batch, tokens, width]
+        fused::linear(&self.out_proj, heads)
     }
 }
 
@@ -78,8 +70,8 @@ impl<B: Backend> ResidualAttentionBlock<B> {
     /// `x` `[batch, tokens, width]` -> same shape.
     pub fn forward(&self, x: Tensor<B, 3>, causal: bool) -> Tensor<B, 3> {
         let x = x.clone() + self.attn.forward(self.ln_1.forward(x), causal);
-        let hidden = quick_gelu(self.mlp.c_fc.forward(self.ln_2.forward(x.clone())));
-        x + self.mlp.c_proj.forward(hidden)
+        let hidden = fused::linear_quick_gelu(&self.mlp.c_fc, self.ln_2.forward(x.clone()));
+        x + fused::linear(&self.mlp.c_proj, hidden)
     }
 }
 

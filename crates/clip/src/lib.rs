@@ -22,6 +22,7 @@ pub struct ReadmeDoctests;
 
 pub mod attention;
 pub mod config;
+pub mod fused;
 mod error;
 pub mod init;
 pub mod io;

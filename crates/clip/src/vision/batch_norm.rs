@@ -42,12 +42,21 @@ impl<B: Backend> BatchNorm2d<B> {
 
     /// `x` `[batch, channels, h, w]` -> same shape.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.normalize(x, false)
+    }
+
+    /// `relu(self.forward(x))`, in one pass in evaluation on flex.
+    pub fn forward_relu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.normalize(x, true)
+    }
+
+    fn normalize(&self, x: Tensor<B, 4>, relu: bool) -> Tensor<B, 4> {
         let [batch, channels, h, w] = x.dims();
-        let rows = x.reshape([batch * channels, h * w]); // [batch * channels, h * w]
-        let per_row = |v: Tensor<B, 1>| v.reshape([1, channels]).repeat_dim(0, batch).reshape([batch * channels, 1]);
-        let (mean, var) = if B::ad_enabled(&rows.device()) {
+        let (mean, var) = if B::ad_enabled(&x.device()) {
+            let rows = x.clone().reshape([batch * channels, h * w]); // [batch * channels, h * w]
+            let per_row = |v: Tensor<B, 1>| v.reshape([1, channels]).repeat_dim(0, batch).reshape([batch * channels, 1]);
             let mean = rows.clone().mean_dim(1).reshape([batch, channels]).mean_dim(0).reshape([channels]);
-            let centered = rows.clone() - per_row(mean.clone());
+            let centered = rows - per_row(mean.clone());
             let var = centered.square().mean_dim(1).reshape([batch, channels]).mean_dim(0).reshape([channels]);
             let n = (batch * h * w) as f64;
             let unbiased = var.clone().detach().mul_scalar(n / (n - 1.0).max(1.0));
@@ -62,7 +71,8 @@ impl<B: Backend> BatchNorm2d<B> {
         };
         let scale = self.gamma.val() / var.add_scalar(self.epsilon).sqrt(); // [channels]
         let shift = self.beta.val() - mean * scale.clone();
-        (rows * per_row(scale) + per_row(shift)).reshape([batch, channels, h, w])
+        // x * scale + shift per channel (on the `[batch * channels, h * w]` view off flex).
+        crate::fused::channel_affine(x, scale, shift, relu)
     }
 }
 

@@ -6,7 +6,6 @@ use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 use burn::tensor::module::{attention, avg_pool2d};
 use burn::tensor::ops::AttentionModuleOptions;
 
@@ -111,14 +110,14 @@ impl<B: Backend> Bottleneck<B> {
 
     /// `x` `[batch, inplanes, h, w]` -> `[batch, 4 planes, h / stride, w / stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = relu(self.bn1.forward(conv_forward(&self.conv1, x.clone())));
-        let out = relu(self.bn2.forward(self.conv2.forward(out)));
+        let out = self.bn1.forward_relu(conv_forward(&self.conv1, x.clone()));
+        let out = self.bn2.forward_relu(self.conv2.forward(out));
         let out = self.bn3.forward(conv_forward(&self.conv3, pool(out, self.stride)));
         let identity = match &self.downsample {
             Some(down) => down.bn.forward(conv_forward(&down.conv, pool(x, self.stride))),
             None => x,
         };
-        relu(out + identity)
+        crate::fused::add_relu(out, identity)
     }
 }
 
@@ -270,9 +269,9 @@ impl<B: Backend> ModifiedResNet<B> {
 
     /// The layer4 feature map `[batch, channels, h / (16 stride), w / (16 stride)]`.
     pub fn feature_map(&self, pixels: Tensor<B, 4>, mut trace: Option<&mut Trace>) -> Tensor<B, 4> {
-        let x = relu(self.bn1.forward(self.conv1.forward(pixels)));
-        let x = relu(self.bn2.forward(self.conv2.forward(x)));
-        let x = relu(self.bn3.forward(self.conv3.forward(x)));
+        let x = self.bn1.forward_relu(self.conv1.forward(pixels));
+        let x = self.bn2.forward_relu(self.conv2.forward(x));
+        let x = self.bn3.forward_relu(self.conv3.forward(x));
         let mut x = pool(x, 2); // [batch, width, h/4, w/4]
         if let Some(t) = trace.as_deref_mut() {
             t.record("vision.stem", &x);

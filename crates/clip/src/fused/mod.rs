@@ -1,0 +1,376 @@
+//! Fused CPU kernels for inference on the `flex` backend, with the generic Burn ops everywhere
+//! else.
+//!
+//! Each public function here takes Burn tensors of any backend. When the backend is `flex`
+//! itself (inference: [`Module::valid`](burn::module::AutodiffModule::valid) models, the
+//! `handid` command's embedding, search and evaluation), the tensors are f32 and the kernel
+//! runs on their storage in one pass; otherwise (`Autodiff<_>` for training, `wgpu`, `cuda`)
+//! the same result comes from the generic ops, differentiable as before. The choice is made by
+//! the tensor's type, so there is no flag to forget and no silent change of results: the parity
+//! tests run on flex and therefore through these kernels, at the tolerances they always had.
+//!
+//! `CLIP_BURN_FUSED=off` in the environment switches them off (the generic ops run on flex too),
+//! to measure what they buy or to rule them out; it is read once per process.
+//!
+//! What they replace and why (docs/BENCHMARKS.md has the profile):
+//! - [`attention_packed`]: flex's attention is single-threaded over `batch x heads`, and the
+//!   head split and merge around it copy q, k, v and the output. Here each `(batch, head)` is a
+//!   task on the rayon pool; the two matrix products read the packed `[tokens, 3 width]`
+//!   projection in place through strides and write the merged `[tokens, width]` layout.
+//! - [`linear_quick_gelu`]: the MLP's bias add, `x * 1.702`, `sigmoid` and the product were four
+//!   passes over the largest activation (`[tokens, 4 width]`); here one, in place, with an `exp`
+//!   that vectorises.
+//! - [`linear`]: one 2-d product for all tokens of all images, on every backend: flex's batched
+//!   matmul (what `Linear` runs on a 3-d input) packs the weight again for every image and runs
+//!   each image's product on one thread, and in training the weight's gradient of a batched
+//!   product is one product per image summed afterwards. On flex the bias is added in place.
+//! - [`channel_affine`] and [`add_relu`]: the ModifiedResNet's BatchNorm (+ ReLU) in evaluation
+//!   and its residual join, one pass each, in place.
+
+mod math;
+
+use std::any::{Any, TypeId};
+
+use burn::backend::flex::FlexTensor;
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, TensorPrimitive};
+use rayon::prelude::*;
+
+/// The flex tensor inside `tensor`, if the backend is flex and the tensor is f32; the tensor
+/// back otherwise.
+fn into_flex<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
+    if tensor.dtype() != DType::F32 || !is_flex::<B>() {
+        return Err(tensor);
+    }
+    match tensor.into_primitive() {
+        TensorPrimitive::Float(primitive) => {
+            let any: Box<dyn Any> = Box::new(primitive);
+            match any.downcast::<FlexTensor>() {
+                Ok(flex) => Ok(*flex),
+                Err(any) => {
+                    let primitive = any.downcast::<B::FloatTensorPrimitive>().expect("the primitive just boxed");
+                    Err(Tensor::from_primitive(TensorPrimitive::Float(*primitive)))
+                }
+            }
+        }
+        quantized => Err(Tensor::from_primitive(quantized)),
+    }
+}
+
+/// `tensor` as a Burn tensor of `B`; only called with tensors that came from [`into_flex`], so
+/// `B`'s primitive is `FlexTensor`.
+fn from_flex<B: Backend, const D: usize>(tensor: FlexTensor) -> Tensor<B, D> {
+    let any: Box<dyn Any> = Box::new(tensor);
+    let primitive = any.downcast::<B::FloatTensorPrimitive>().expect("from_flex on a flex backend");
+    Tensor::from_primitive(TensorPrimitive::Float(*primitive))
+}
+
+/// The f32 values of a contiguous copy (or the tensor itself when it already is one).
+fn contiguous(tensor: &FlexTensor) -> FlexTensor {
+    tensor.to_contiguous()
+}
+
+/// Multi-head self-attention from the packed projection `qkv` `[batch, tokens, 3 width]`
+/// (queries, keys, values side by side, torch's `in_proj` layout) to the merged heads
+/// `[batch, tokens, width]`, before the output projection; `causal` masks future tokens.
+/// Scale `1 / sqrt(head_dim)`.
+pub fn attention_packed<B: Backend>(qkv: Tensor<B, 3>, heads: usize, causal: bool) -> Tensor<B, 3> {
+    let [batch, tokens, packed] = qkv.dims();
+    let width = packed / 3;
+    match into_flex(qkv) {
+        Ok(flex) => from_flex(attention_flex(&contiguous(&flex), [batch, tokens, width], heads, causal)),
+        Err(qkv) => {
+            let head_dim = width / heads;
+            let split = |t: Tensor<B, 3>| t.reshape([batch, tokens, heads, head_dim]).swap_dims(1, 2);
+            let q = split(qkv.clone().narrow(2, 0, width)); // [batch, heads, tokens, head_dim]
+            let k = split(qkv.clone().narrow(2, width, width));
+            let v = split(qkv.narrow(2, 2 * width, width));
+            let options = AttentionModuleOptions { is_causal: causal, ..Default::default() };
+            let out = attention(q, k, v, None, None, options); // [batch, heads, tokens, head_dim]
+            out.swap_dims(1, 2).reshape([batch, tokens, width])
+        }
+    }
+}
+
+/// A pointer that rayon tasks writing disjoint parts of one buffer may share.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: every task writes a region no other task touches (see `attention_flex`).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+fn attention_flex(qkv: &FlexTensor, [batch, tokens, width]: [usize; 3], heads: usize, causal: bool) -> FlexTensor {
+    let data: &[f32] = qkv.as_slice().expect("contiguous f32");
+    assert_eq!(data.len(), batch * tokens * 3 * width, "attention: qkv is [batch, tokens, 3 width]");
+    let head_dim = width / heads;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let row = 3 * width as isize; // stride between tokens in qkv
+    let mut out = vec![0.0f32; batch * tokens * width];
+    let dst = SharedMut(out.as_mut_ptr());
+    (0..batch * heads).into_par_iter().for_each_init(
+        || vec![0.0f32; tokens * tokens],
+        |scores, task| {
+            let (b, h) = (task / heads, task % heads);
+            let base = b * tokens * 3 * width + h * head_dim;
+            let (q, k, v) = (&data[base..], &data[base + width..], &data[base + 2 * width..]);
+            let dst = dst;
+            // SAFETY: all reads stay inside `data` (the last one ends at the final token's value
+            // columns of this head), and the writes go to `out[b, :, h * head_dim ..][..head_dim]`,
+            // which belongs to this task alone.
+            unsafe {
+                // scores[i, j] = scale * q_i . k_j: k read transposed through its strides.
+                gemm::gemm(
+                    tokens, tokens, head_dim,
+                    scores.as_mut_ptr(), 1, tokens as isize, false,
+                    q.as_ptr(), 1, row,
+                    k.as_ptr(), row, 1,
+                    0.0, scale, false, false, false, gemm::Parallelism::None,
+                );
+            }
+            for (i, r) in scores.chunks_exact_mut(tokens).enumerate() {
+                math::softmax_in_place(r, if causal { i + 1 } else { tokens });
+            }
+            unsafe {
+                // out[b, i, head] = sum_j p[i, j] v_j
+                gemm::gemm(
+                    tokens, head_dim, tokens,
+                    dst.0.add(b * tokens * width + h * head_dim), 1, width as isize, false,
+                    scores.as_ptr(), 1, tokens as isize,
+                    v.as_ptr(), 1, row,
+                    0.0, 1.0, false, false, false, gemm::Parallelism::None,
+                );
+            }
+        },
+    );
+    let shape = burn::tensor::Shape::new([batch, tokens, width]);
+    FlexTensor::from_data(burn::tensor::TensorData::new(out, shape))
+}
+
+/// Whether the fused kernels are switched off by `CLIP_BURN_FUSED=off` (read once), for
+/// measuring what they buy and for ruling them out when a result looks wrong.
+pub fn disabled() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("CLIP_BURN_FUSED").is_ok_and(|v| v == "off" || v == "0"))
+}
+
+/// Whether `B` is flex itself (its float tensors are [`FlexTensor`]s) and the fused kernels are
+/// on.
+fn is_flex<B: Backend>() -> bool {
+    TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<FlexTensor>() && !disabled()
+}
+
+/// `x` `[.., in]` as one `[rows, in]` matrix, and the dimensions of `linear`'s output for `x`.
+///
+/// Every backend gets the 2-d product: flex's batched matmul (what `Linear` runs on a 3-d input)
+/// packs the weight again for every image and runs each image's product on one thread (`kernels`
+/// bench, `matmul/vit-b-16-mlp` against `matmul/vit-b-16-mlp-batched`), and in training the
+/// weight's gradient of a batched product is one `[in, out]` product per image summed
+/// afterwards, where the 2-d one is a single product.
+fn flatten<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -> (Tensor<B, 2>, [usize; D]) {
+    let dims = x.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let mut out_dims = dims;
+    out_dims[D - 1] = linear.weight.dims()[1];
+    (x.reshape([rows, dims[D - 1]]), out_dims)
+}
+
+/// Applies `op` to every row of `product` (a fresh `[.., out]` flex tensor) with `bias` `[out]`,
+/// in place, on the rayon pool.
+fn rows_in_place<B: Backend>(product: Tensor<B, 2>, bias: Tensor<B, 1>, op: fn(&mut [f32], &[f32])) -> Tensor<B, 2> {
+    let (Ok(product), Ok(bias)) = (into_flex(product), into_flex(bias)) else {
+        unreachable!("flex tensors of f32, checked by the caller");
+    };
+    let bias = contiguous(&bias);
+    let bias: &[f32] = bias.as_slice().expect("contiguous f32");
+    // The product is a fresh tensor: after this it is the only owner of its buffer, so the
+    // writes below happen in place.
+    let mut product = contiguous(&{ product });
+    let values: &mut [f32] = product.storage_mut();
+    // About 64 Ki values a task: enough to amortise the scheduling, enough tasks to balance.
+    let rows_per_task = (1 << 16) / bias.len().max(1) + 1;
+    values.par_chunks_mut(rows_per_task * bias.len()).for_each(|rows| op(rows, bias));
+    from_flex(product)
+}
+
+/// The bias of `linear` when the fused path applies to it and to `x`.
+fn fused_bias<B: Backend>(linear: &Linear<B>, x: &Tensor<B, 2>) -> Option<Tensor<B, 1>> {
+    let bias = linear.bias.as_ref()?.val();
+    (is_flex::<B>() && bias.dtype() == DType::F32 && x.dtype() == DType::F32).then_some(bias)
+}
+
+/// `linear.forward(x)` for `x` `[.., in]`, computed as one 2-d product (why: the module docs); on
+/// flex the bias is added in place.
+pub fn linear<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let (x, out_dims) = flatten(linear, x);
+    let y = match fused_bias(linear, &x) {
+        Some(bias) => rows_in_place(x.matmul(linear.weight.val()), bias, math::bias_add_in_place),
+        None => linear.forward(x),
+    };
+    y.reshape(out_dims)
+}
+
+/// `quick_gelu(linear(x))`, the CLIP MLP's first half: `y = x W + b`, then `y * sigmoid(1.702 y)`;
+/// on flex in one pass after the product.
+pub fn linear_quick_gelu<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let (x, out_dims) = flatten(linear, x);
+    let y = match fused_bias(linear, &x) {
+        Some(bias) => rows_in_place(x.matmul(linear.weight.val()), bias, math::bias_quick_gelu_in_place),
+        None => crate::attention::quick_gelu(linear.forward(x)),
+    };
+    y.reshape(out_dims)
+}
+
+/// `relu?(x * scale[c] + shift[c])` for every channel `c` of `x` `[batch, channels, h, w]` (a
+/// BatchNorm in evaluation, with the ReLU after it when `relu`); on flex in place, in one pass.
+pub fn channel_affine<B: Backend>(x: Tensor<B, 4>, scale: Tensor<B, 1>, shift: Tensor<B, 1>, relu: bool) -> Tensor<B, 4> {
+    let [batch, channels, h, w] = x.dims();
+    match (into_flex(x), into_flex(scale), into_flex(shift)) {
+        (Ok(x), Ok(scale), Ok(shift)) => {
+            let (scale, shift) = (contiguous(&scale), contiguous(&shift));
+            let (scale, shift): (&[f32], &[f32]) =
+                (scale.as_slice().expect("contiguous f32"), shift.as_slice().expect("contiguous f32"));
+            let mut x = contiguous(&{ x });
+            let plane = h * w;
+            let values: &mut [f32] = x.storage_mut();
+            let planes_per_task = ((1 << 16) / plane.max(1)).max(1);
+            values.par_chunks_mut(planes_per_task * plane).enumerate().for_each(|(task, chunk)| {
+                for (i, p) in chunk.chunks_exact_mut(plane).enumerate() {
+                    let c = (task * planes_per_task + i) % channels;
+                    math::affine_in_place(p, scale[c], shift[c], relu);
+                }
+            });
+            from_flex(x)
+        }
+        (x, scale, shift) => {
+            let (x, scale, shift): (Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>) = (
+                x.map(from_flex).unwrap_or_else(|t| t),
+                scale.map(from_flex).unwrap_or_else(|t| t),
+                shift.map(from_flex).unwrap_or_else(|t| t),
+            );
+            // Per channel on the `[batch * channels, h * w]` view with a column: a `[1, C, 1, 1]`
+            // broadcast is about 40x slower on flex (`kernels` bench, `channel_affine`).
+            let per_row = |v: Tensor<B, 1>| v.reshape([1, channels]).repeat_dim(0, batch).reshape([batch * channels, 1]);
+            let y = (x.reshape([batch * channels, h * w]) * per_row(scale) + per_row(shift)).reshape([batch, channels, h, w]);
+            if relu { burn::tensor::activation::relu(y) } else { y }
+        }
+    }
+}
+
+/// `relu(a + b)` (the residual join of a ResNet bottleneck); on flex in place on `a`.
+pub fn add_relu<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    if a.dims() != b.dims() {
+        return burn::tensor::activation::relu(a + b);
+    }
+    match (into_flex(a), into_flex(b)) {
+        (Ok(a), Ok(b)) => {
+            let b = contiguous(&b);
+            let b: &[f32] = b.as_slice().expect("contiguous f32");
+            let mut a = contiguous(&{ a });
+            let values: &mut [f32] = a.storage_mut();
+            values.par_chunks_mut(1 << 16).zip(b.par_chunks(1 << 16)).for_each(|(a, b)| math::add_relu_in_place(a, b));
+            from_flex(a)
+        }
+        (a, b) => {
+            let a: Tensor<B, D> = a.map(from_flex).unwrap_or_else(|t| t);
+            let b: Tensor<B, D> = b.map(from_flex).unwrap_or_else(|t| t);
+            burn::tensor::activation::relu(a + b)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each kernel on flex against the generic ops on `Autodiff<Flex>`, which never takes the
+    //! fused path.
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::AutodiffModule;
+    use burn::nn::LinearConfig;
+    use burn::tensor::Distribution;
+
+    type Generic = Autodiff<Flex>;
+
+    fn random<const D: usize>(shape: [usize; D], seed: u64) -> TensorData {
+        let device = Default::default();
+        Flex::seed(&device, seed);
+        Tensor::<Flex, D>::random(shape, Distribution::Normal(0.0, 1.0), &device).into_data()
+    }
+
+    fn assert_close(fused: TensorData, generic: TensorData, tolerance: f32, what: &str) {
+        assert_eq!(fused.shape, generic.shape, "{what}: shape");
+        let (a, b): (Vec<f32>, Vec<f32>) = (fused.to_vec().unwrap(), generic.to_vec().unwrap());
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= tolerance, "{what}: max |fused - generic| = {worst:e} > {tolerance:e}");
+    }
+
+    #[test]
+    fn the_fused_path_is_taken_on_flex_only() {
+        assert!(is_flex::<Flex>() || disabled());
+        assert!(!is_flex::<Generic>());
+    }
+
+    #[test]
+    fn packed_attention_matches_the_generic_ops() {
+        let device = Default::default();
+        for (causal, tokens) in [(false, 197), (true, 77), (false, 1)] {
+            let qkv = random([3, tokens, 3 * 48], tokens as u64);
+            let fused = attention_packed(Tensor::<Flex, 3>::from_data(qkv.clone(), &device), 4, causal);
+            let generic = attention_packed(Tensor::<Generic, 3>::from_data(qkv, &device), 4, causal);
+            assert_close(fused.into_data(), generic.into_data(), 2e-6, &format!("attention causal={causal} tokens={tokens}"));
+        }
+    }
+
+    #[test]
+    fn linear_and_quick_gelu_match_the_generic_ops() {
+        let device = Default::default();
+        let x = random([2, 5, 24], 7);
+        let generic = LinearConfig::new(24, 40).init::<Generic>(&device);
+        let flex = generic.valid();
+        let fused = linear(&flex, Tensor::<Flex, 3>::from_data(x.clone(), &device));
+        let reference = generic.forward(Tensor::<Generic, 3>::from_data(x.clone(), &device));
+        assert_close(fused.into_data(), reference.clone().into_data(), 1e-6, "linear");
+        let fused = linear_quick_gelu(&flex, Tensor::<Flex, 3>::from_data(x, &device));
+        let reference = crate::attention::quick_gelu(reference);
+        assert_close(fused.into_data(), reference.into_data(), 1e-6, "linear + QuickGELU");
+    }
+
+    #[test]
+    fn channel_affine_and_add_relu_match_the_generic_ops() {
+        let device = Default::default();
+        let (x, y) = (random([2, 3, 5, 7], 1), random([2, 3, 5, 7], 2));
+        let (scale, shift) = (random([3], 3), random([3], 4));
+        for relu in [false, true] {
+            let fused = channel_affine(
+                Tensor::<Flex, 4>::from_data(x.clone(), &device),
+                Tensor::from_data(scale.clone(), &device),
+                Tensor::from_data(shift.clone(), &device),
+                relu,
+            );
+            let generic = channel_affine(
+                Tensor::<Generic, 4>::from_data(x.clone(), &device),
+                Tensor::from_data(scale.clone(), &device),
+                Tensor::from_data(shift.clone(), &device),
+                relu,
+            );
+            assert_close(fused.into_data(), generic.into_data(), 0.0, &format!("channel affine relu={relu}"));
+        }
+        let fused = add_relu(Tensor::<Flex, 4>::from_data(x.clone(), &device), Tensor::from_data(y.clone(), &device));
+        let generic = add_relu(Tensor::<Generic, 4>::from_data(x, &device), Tensor::from_data(y, &device));
+        assert_close(fused.into_data(), generic.into_data(), 0.0, "add + ReLU");
+    }
+
+    #[test]
+    fn a_shared_input_is_not_overwritten() {
+        let device = Default::default();
+        let x = Tensor::<Flex, 4>::from_data(random([1, 2, 3, 3], 5), &device);
+        let before = x.clone().into_data();
+        let scale = Tensor::from_floats([2.0, 3.0], &device);
+        let shift = Tensor::from_floats([1.0, -1.0], &device);
+        let _ = channel_affine(x.clone(), scale, shift, true);
+        let _ = add_relu(x.clone(), x.clone());
+        assert_eq!(x.into_data(), before);
+    }
+}
