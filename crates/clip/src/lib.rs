@@ -22,8 +22,8 @@ pub struct ReadmeDoctests;
 
 pub mod attention;
 pub mod config;
-pub mod fused;
 mod error;
+pub mod fused;
 pub mod init;
 pub mod io;
 mod model;

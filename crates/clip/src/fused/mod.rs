@@ -123,11 +123,25 @@ fn attention_flex(qkv: &FlexTensor, [batch, tokens, width]: [usize; 3], heads: u
             unsafe {
                 // scores[i, j] = scale * q_i . k_j: k read transposed through its strides.
                 gemm::gemm(
-                    tokens, tokens, head_dim,
-                    scores.as_mut_ptr(), 1, tokens as isize, false,
-                    q.as_ptr(), 1, row,
-                    k.as_ptr(), row, 1,
-                    0.0, scale, false, false, false, gemm::Parallelism::None,
+                    tokens,
+                    tokens,
+                    head_dim,
+                    scores.as_mut_ptr(),
+                    1,
+                    tokens as isize,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    row,
+                    k.as_ptr(),
+                    row,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
                 );
             }
             for (i, r) in scores.chunks_exact_mut(tokens).enumerate() {
@@ -136,11 +150,25 @@ fn attention_flex(qkv: &FlexTensor, [batch, tokens, width]: [usize; 3], heads: u
             unsafe {
                 // out[b, i, head] = sum_j p[i, j] v_j
                 gemm::gemm(
-                    tokens, head_dim, tokens,
-                    dst.0.add(b * tokens * width + h * head_dim), 1, width as isize, false,
-                    scores.as_ptr(), 1, tokens as isize,
-                    v.as_ptr(), 1, row,
-                    0.0, 1.0, false, false, false, gemm::Parallelism::None,
+                    tokens,
+                    head_dim,
+                    tokens,
+                    dst.0.add(b * tokens * width + h * head_dim),
+                    1,
+                    width as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    tokens as isize,
+                    v.as_ptr(),
+                    1,
+                    row,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
                 );
             }
         },
@@ -225,7 +253,12 @@ pub fn linear_quick_gelu<B: Backend, const D: usize>(linear: &Linear<B>, x: Tens
 
 /// `relu?(x * scale[c] + shift[c])` for every channel `c` of `x` `[batch, channels, h, w]` (a
 /// BatchNorm in evaluation, with the ReLU after it when `relu`); on flex in place, in one pass.
-pub fn channel_affine<B: Backend>(x: Tensor<B, 4>, scale: Tensor<B, 1>, shift: Tensor<B, 1>, relu: bool) -> Tensor<B, 4> {
+pub fn channel_affine<B: Backend>(
+    x: Tensor<B, 4>,
+    scale: Tensor<B, 1>,
+    shift: Tensor<B, 1>,
+    relu: bool,
+) -> Tensor<B, 4> {
     let [batch, channels, h, w] = x.dims();
     match (into_flex(x), into_flex(scale), into_flex(shift)) {
         (Ok(x), Ok(scale), Ok(shift)) => {
@@ -252,8 +285,10 @@ pub fn channel_affine<B: Backend>(x: Tensor<B, 4>, scale: Tensor<B, 1>, shift: T
             );
             // Per channel on the `[batch * channels, h * w]` view with a column: a `[1, C, 1, 1]`
             // broadcast is about 40x slower on flex (`kernels` bench, `channel_affine`).
-            let per_row = |v: Tensor<B, 1>| v.reshape([1, channels]).repeat_dim(0, batch).reshape([batch * channels, 1]);
-            let y = (x.reshape([batch * channels, h * w]) * per_row(scale) + per_row(shift)).reshape([batch, channels, h, w]);
+            let per_row =
+                |v: Tensor<B, 1>| v.reshape([1, channels]).repeat_dim(0, batch).reshape([batch * channels, 1]);
+            let y = (x.reshape([batch * channels, h * w]) * per_row(scale) + per_row(shift))
+                .reshape([batch, channels, h, w]);
             if relu { burn::tensor::activation::relu(y) } else { y }
         }
     }
@@ -319,7 +354,12 @@ mod tests {
             let qkv = random([3, tokens, 3 * 48], tokens as u64);
             let fused = attention_packed(Tensor::<Flex, 3>::from_data(qkv.clone(), &device), 4, causal);
             let generic = attention_packed(Tensor::<Generic, 3>::from_data(qkv, &device), 4, causal);
-            assert_close(fused.into_data(), generic.into_data(), 2e-6, &format!("attention causal={causal} tokens={tokens}"));
+            assert_close(
+                fused.into_data(),
+                generic.into_data(),
+                2e-6,
+                &format!("attention causal={causal} tokens={tokens}"),
+            );
         }
     }
 

@@ -54,7 +54,8 @@ impl<B: Backend> BatchNorm2d<B> {
         let [batch, channels, h, w] = x.dims();
         let (mean, var) = if B::ad_enabled(&x.device()) {
             let rows = x.clone().reshape([batch * channels, h * w]); // [batch * channels, h * w]
-            let per_row = |v: Tensor<B, 1>| v.reshape([1, channels]).repeat_dim(0, batch).reshape([batch * channels, 1]);
+            let per_row =
+                |v: Tensor<B, 1>| v.reshape([1, channels]).repeat_dim(0, batch).reshape([batch * channels, 1]);
             let mean = rows.clone().mean_dim(1).reshape([batch, channels]).mean_dim(0).reshape([channels]);
             let centered = rows - per_row(mean.clone());
             let var = centered.square().mean_dim(1).reshape([batch, channels]).mean_dim(0).reshape([channels]);
