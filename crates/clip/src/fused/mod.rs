@@ -102,6 +102,13 @@ struct SharedMut(*mut f32);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
+impl SharedMut {
+    /// The pointer (a method, so that closures capture the `Send` wrapper, not its field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 fn attention_flex(qkv: &FlexTensor, [batch, tokens, width]: [usize; 3], heads: usize, causal: bool) -> FlexTensor {
     let data: &[f32] = qkv.as_slice().expect("contiguous f32");
     assert_eq!(data.len(), batch * tokens * 3 * width, "attention: qkv is [batch, tokens, 3 width]");
@@ -116,7 +123,6 @@ fn attention_flex(qkv: &FlexTensor, [batch, tokens, width]: [usize; 3], heads: u
             let (b, h) = (task / heads, task % heads);
             let base = b * tokens * 3 * width + h * head_dim;
             let (q, k, v) = (&data[base..], &data[base + width..], &data[base + 2 * width..]);
-            let dst = dst;
             // SAFETY: all reads stay inside `data` (the last one ends at the final token's value
             // columns of this head), and the writes go to `out[b, :, h * head_dim ..][..head_dim]`,
             // which belongs to this task alone.
@@ -153,7 +159,7 @@ fn attention_flex(qkv: &FlexTensor, [batch, tokens, width]: [usize; 3], heads: u
                     tokens,
                     head_dim,
                     tokens,
-                    dst.0.add(b * tokens * width + h * head_dim),
+                    dst.get().add(b * tokens * width + h * head_dim),
                     1,
                     width as isize,
                     false,
