@@ -28,6 +28,9 @@
 //!   and its residual join, one pass each, in place.
 
 mod math;
+mod train;
+
+pub(crate) use train::AttentionDims;
 
 use std::any::{Any, TypeId};
 
@@ -80,19 +83,31 @@ fn contiguous(tensor: &FlexTensor) -> FlexTensor {
 pub fn attention_packed<B: Backend>(qkv: Tensor<B, 3>, heads: usize, causal: bool) -> Tensor<B, 3> {
     let [batch, tokens, packed] = qkv.dims();
     let width = packed / 3;
+    let qkv = match train::attention_packed(qkv, heads, causal) {
+        Ok(out) => return out,
+        Err(qkv) => qkv,
+    };
     match into_flex(qkv) {
-        Ok(flex) => from_flex(attention_flex(&contiguous(&flex), [batch, tokens, width], heads, causal)),
-        Err(qkv) => {
-            let head_dim = width / heads;
-            let split = |t: Tensor<B, 3>| t.reshape([batch, tokens, heads, head_dim]).swap_dims(1, 2);
-            let q = split(qkv.clone().narrow(2, 0, width)); // [batch, heads, tokens, head_dim]
-            let k = split(qkv.clone().narrow(2, width, width));
-            let v = split(qkv.narrow(2, 2 * width, width));
-            let options = AttentionModuleOptions { is_causal: causal, ..Default::default() };
-            let out = attention(q, k, v, None, None, options); // [batch, heads, tokens, head_dim]
-            out.swap_dims(1, 2).reshape([batch, tokens, width])
+        Ok(flex) => {
+            let dims = AttentionDims { batch, tokens, width, heads, causal };
+            from_flex(attention_flex(&contiguous(&flex), dims, None))
         }
+        Err(qkv) => attention_generic(qkv, heads, causal),
     }
+}
+
+/// [`attention_packed`] with Burn's generic ops: split the heads, `attention`, merge them.
+fn attention_generic<B: Backend>(qkv: Tensor<B, 3>, heads: usize, causal: bool) -> Tensor<B, 3> {
+    let [batch, tokens, packed] = qkv.dims();
+    let width = packed / 3;
+    let head_dim = width / heads;
+    let split = |t: Tensor<B, 3>| t.reshape([batch, tokens, heads, head_dim]).swap_dims(1, 2);
+    let q = split(qkv.clone().narrow(2, 0, width)); // [batch, heads, tokens, head_dim]
+    let k = split(qkv.clone().narrow(2, width, width));
+    let v = split(qkv.narrow(2, 2 * width, width));
+    let options = AttentionModuleOptions { is_causal: causal, ..Default::default() };
+    let out = attention(q, k, v, None, None, options); // [batch, heads, tokens, head_dim]
+    out.swap_dims(1, 2).reshape([batch, tokens, width])
 }
 
 /// A pointer that rayon tasks writing disjoint parts of one buffer may share.
@@ -109,7 +124,10 @@ impl SharedMut {
     }
 }
 
-fn attention_flex(qkv: &FlexTensor, [batch, tokens, width]: [usize; 3], heads: usize, causal: bool) -> FlexTensor {
+/// The fused attention on flex storage; when `probabilities` is given (`[batch, heads, tokens,
+/// tokens]`), the softmax of every `(image, head)` is left there for the backward pass.
+fn attention_flex(qkv: &FlexTensor, dims: AttentionDims, probabilities: Option<&mut [f32]>) -> FlexTensor {
+    let AttentionDims { batch, tokens, width, heads, causal } = dims;
     let data: &[f32] = qkv.as_slice().expect("contiguous f32");
     assert_eq!(data.len(), batch * tokens * 3 * width, "attention: qkv is [batch, tokens, 3 width]");
     let head_dim = width / heads;
@@ -117,9 +135,19 @@ fn attention_flex(qkv: &FlexTensor, [batch, tokens, width]: [usize; 3], heads: u
     let row = 3 * width as isize; // stride between tokens in qkv
     let mut out = vec![0.0f32; batch * tokens * width];
     let dst = SharedMut(out.as_mut_ptr());
+    if let Some(p) = &probabilities {
+        assert_eq!(p.len(), batch * heads * tokens * tokens, "attention: probabilities are [batch, heads, tokens, tokens]");
+    }
+    let kept = probabilities.map(|p| SharedMut(p.as_mut_ptr()));
     (0..batch * heads).into_par_iter().for_each_init(
         || vec![0.0f32; tokens * tokens],
-        |scores, task| {
+        |scratch, task| {
+            // SAFETY: task `task` alone uses the `tokens x tokens` block `task` of the kept
+            // probabilities (the length was checked above).
+            let scores: &mut [f32] = match kept {
+                Some(kept) => unsafe { std::slice::from_raw_parts_mut(kept.get().add(task * tokens * tokens), tokens * tokens) },
+                None => scratch.as_mut_slice(),
+            };
             let (b, h) = (task / heads, task % heads);
             let base = b * tokens * 3 * width + h * head_dim;
             let (q, k, v) = (&data[base..], &data[base + width..], &data[base + 2 * width..]);
@@ -252,9 +280,18 @@ pub fn linear_quick_gelu<B: Backend, const D: usize>(linear: &Linear<B>, x: Tens
     let (x, out_dims) = flatten(linear, x);
     let y = match fused_bias(linear, &x) {
         Some(bias) => rows_in_place(x.matmul(linear.weight.val()), bias, math::bias_quick_gelu_in_place),
-        None => crate::attention::quick_gelu(linear.forward(x)),
+        None => quick_gelu(linear.forward(x)),
     };
     y.reshape(out_dims)
+}
+
+/// `x * sigmoid(1.702 x)` ([`crate::attention::quick_gelu`]); on `Autodiff<Flex>` one operation
+/// with its own backward pass (`train`), elsewhere the generic ops.
+fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    match train::quick_gelu(x) {
+        Ok(y) => y,
+        Err(x) => crate::attention::quick_gelu(x),
+    }
 }
 
 /// `relu?(x * scale[c] + shift[c])` for every channel `c` of `x` `[batch, channels, h, w]` (a
@@ -324,8 +361,8 @@ pub fn add_relu<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) ->
 
 #[cfg(test)]
 mod tests {
-    //! Each kernel on flex against the generic ops on `Autodiff<Flex>`, which never takes the
-    //! fused path.
+    //! Each kernel on flex against the generic ops (called directly, or on `Autodiff<Flex>`,
+    //! which takes no fused path for these). `train` tests the training side.
     use super::*;
     use burn::backend::{Autodiff, Flex};
     use burn::module::AutodiffModule;
@@ -359,7 +396,7 @@ mod tests {
         for (causal, tokens) in [(false, 197), (true, 77), (false, 1)] {
             let qkv = random([3, tokens, 3 * 48], tokens as u64);
             let fused = attention_packed(Tensor::<Flex, 3>::from_data(qkv.clone(), &device), 4, causal);
-            let generic = attention_packed(Tensor::<Generic, 3>::from_data(qkv, &device), 4, causal);
+            let generic = attention_generic(Tensor::<Flex, 3>::from_data(qkv, &device), 4, causal);
             assert_close(
                 fused.into_data(),
                 generic.into_data(),
