@@ -42,9 +42,10 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, TensorPrimitive};
 use rayon::prelude::*;
 
-/// The flex tensor inside `tensor`, if the backend is flex and the tensor is f32; the tensor
-/// back otherwise.
-fn into_flex<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
+/// The flex tensor inside `tensor`, if the backend is flex, the tensor is f32 and the fused
+/// kernels are on; the tensor back otherwise. With [`from_flex`], the bridge for kernels outside
+/// this crate (`handid`'s optimiser).
+pub fn into_flex<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
     if tensor.dtype() != DType::F32 || !is_flex::<B>() {
         return Err(tensor);
     }
@@ -63,9 +64,12 @@ fn into_flex<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<FlexTen
     }
 }
 
-/// `tensor` as a Burn tensor of `B`; only called with tensors that came from [`into_flex`], so
-/// `B`'s primitive is `FlexTensor`.
-fn from_flex<B: Backend, const D: usize>(tensor: FlexTensor) -> Tensor<B, D> {
+/// `tensor` as a Burn tensor of `B`, for `B` whose tensors [`into_flex`] opened.
+///
+/// # Panics
+/// If `B`'s float tensors are not [`FlexTensor`]s (a programming error: call it only with a
+/// backend for which [`into_flex`] returned `Ok`).
+pub fn from_flex<B: Backend, const D: usize>(tensor: FlexTensor) -> Tensor<B, D> {
     let any: Box<dyn Any> = Box::new(tensor);
     let primitive = any.downcast::<B::FloatTensorPrimitive>().expect("from_flex on a flex backend");
     Tensor::from_primitive(TensorPrimitive::Float(*primitive))
