@@ -35,7 +35,7 @@ pub(crate) use train::AttentionDims;
 use std::any::{Any, TypeId};
 
 use burn::backend::flex::FlexTensor;
-use burn::nn::Linear;
+use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -289,6 +289,30 @@ pub fn linear_quick_gelu<B: Backend, const D: usize>(linear: &Linear<B>, x: Tens
     y.reshape(out_dims)
 }
 
+/// `ln.forward(x)`; on `Autodiff<Flex>` one operation with its own backward pass (`train`)
+/// instead of the eight generic operations Burn records for a layer norm. Flex itself runs its
+/// own fused layer norm (`ln.forward`).
+pub fn layer_norm<B: Backend, const D: usize>(ln: &LayerNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let (Some(beta), Some(epsilon)) = (ln.beta.as_ref(), layer_norm_epsilon(ln)) else {
+        return ln.forward(x);
+    };
+    match train::layer_norm(x, ln.gamma.val(), beta.val(), epsilon) {
+        Ok(y) => y,
+        Err((x, _, _)) => ln.forward(x),
+    }
+}
+
+/// The epsilon of `ln`, which Burn 0.21 keeps private but prints (`LayerNorm {d_model: .., epsilon:
+/// .., ..}`); `None` if that ever changes, and then [`layer_norm`] runs `ln.forward`: the same
+/// numbers, only slower (`layer_norm_epsilon_is_read` fails first).
+fn layer_norm_epsilon<B: Backend>(ln: &LayerNorm<B>) -> Option<f64> {
+    let text = format!("{ln}");
+    let start = text.find("epsilon: ")? + "epsilon: ".len();
+    let rest = &text[start..];
+    let end = rest.find(|c: char| c == ',' || c == '}' || c.is_whitespace()).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
 /// `x * sigmoid(1.702 x)` ([`crate::attention::quick_gelu`]); on `Autodiff<Flex>` one operation
 /// with its own backward pass (`train`), elsewhere the generic ops.
 fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
@@ -392,6 +416,15 @@ mod tests {
     fn the_fused_path_is_taken_on_flex_only() {
         assert!(is_flex::<Flex>() || disabled());
         assert!(!is_flex::<Generic>());
+    }
+
+    #[test]
+    fn layer_norm_epsilon_is_read() {
+        let device = Default::default();
+        for epsilon in [1e-5, 1e-6, 0.25] {
+            let ln = burn::nn::LayerNormConfig::new(8).with_epsilon(epsilon).init::<Flex>(&device);
+            assert_eq!(layer_norm_epsilon(&ln), Some(epsilon));
+        }
     }
 
     #[test]

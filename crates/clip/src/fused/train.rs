@@ -247,6 +247,136 @@ impl Backward<Flex, 1> for QuickGeluBackward {
     }
 }
 
+/// [`super::layer_norm`] on `Autodiff<Flex>` over the last dimension of `x`, with `gamma` and
+/// `beta` `[width]`, or the inputs back on any other backend.
+#[allow(clippy::type_complexity)]
+pub(super) fn layer_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>)> {
+    let (x, gamma, beta) = match (into_autodiff_flex(x), into_autodiff_flex(gamma), into_autodiff_flex(beta)) {
+        (Ok(x), Ok(gamma), Ok(beta)) => (x, gamma, beta),
+        (x, gamma, beta) => {
+            let back = |t: Result<AutodiffFlexTensor, Tensor<B, 1>>| t.map(from_autodiff_flex).unwrap_or_else(|t| t);
+            return Err((x.map(from_autodiff_flex).unwrap_or_else(|t| t), back(gamma), back(beta)));
+        }
+    };
+    let input = x.primitive.to_contiguous();
+    let (g, b) = (gamma.primitive.to_contiguous(), beta.primitive.to_contiguous());
+    let width = g.layout().shape().num_elements();
+    let (y, stats) = layer_norm_forward(&input, g.as_slice().expect("f32"), b.as_slice().expect("f32"), width, epsilon as f32);
+    let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
+    let output = match LayerNormBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(LayerNormState { x: input, gamma: g, stats, width }, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Ok(from_autodiff_flex(output))
+}
+
+/// Rows normalised at a time by one task.
+const NORM_ROWS_PER_TASK: usize = 32;
+
+/// `y = ((x - mean) / sqrt(var + epsilon)) gamma + beta` per row of `width` values (the generic
+/// ops' formula and order), with each row's `(mean, sqrt(var + epsilon))`.
+fn layer_norm_forward(x: &FlexTensor, gamma: &[f32], beta: &[f32], width: usize, epsilon: f32) -> (FlexTensor, Vec<[f32; 2]>) {
+    let values: &[f32] = x.as_slice().expect("contiguous f32");
+    let rows = values.len() / width;
+    let mut y = vec![0.0f32; values.len()];
+    let mut stats = vec![[0.0f32; 2]; rows];
+    y.par_chunks_mut(NORM_ROWS_PER_TASK * width)
+        .zip(values.par_chunks(NORM_ROWS_PER_TASK * width))
+        .zip(stats.par_chunks_mut(NORM_ROWS_PER_TASK))
+        .for_each(|((y, x), stats)| {
+            for ((y, x), stat) in y.chunks_exact_mut(width).zip(x.chunks_exact(width)).zip(stats) {
+                let mean = x.iter().sum::<f32>() / width as f32;
+                let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width as f32;
+                let denom = (var + epsilon).sqrt();
+                for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+                    *y = ((x - mean) / denom) * g + b;
+                }
+                *stat = [mean, denom];
+            }
+        });
+    (FlexTensor::from_data(burn::tensor::TensorData::new(y, x.layout().shape().clone())), stats)
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+/// The input, `gamma`, and each row's `(mean, sqrt(var + epsilon))`.
+#[derive(Clone, Debug)]
+struct LayerNormState {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    stats: Vec<[f32; 2]>,
+    width: usize,
+}
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    type State = LayerNormState;
+
+    /// With `x^ = (x - mean) / s` and the incoming gradient `g`: `d beta = sum_rows g`,
+    /// `d gamma = sum_rows g x^`, and with `h = g gamma`,
+    /// `dx = (h - mean(h) - x^ mean(h x^)) / s` per row.
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [x_node, gamma_node, beta_node] = ops.parents;
+        let grad: FlexTensor = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let LayerNormState { x, gamma, stats, width } = ops.state;
+        let (values, gamma, g): (&[f32], &[f32], &[f32]) =
+            (x.as_slice().expect("f32"), gamma.as_slice().expect("f32"), grad.as_slice().expect("f32"));
+        let want_x = x_node.is_some();
+        let mut dx = vec![0.0f32; if want_x { values.len() } else { 0 }];
+        let chunk = NORM_ROWS_PER_TASK * width;
+        let task = |(((x, g), stats), dx): (((&[f32], &[f32]), &[[f32; 2]]), &mut [f32])| {
+            let (mut d_gamma, mut d_beta) = (vec![0.0f32; width], vec![0.0f32; width]);
+            let mut h = vec![0.0f32; width];
+            for (r, (x, g)) in x.chunks_exact(width).zip(g.chunks_exact(width)).enumerate() {
+                let [mean, s] = stats[r];
+                let (mut mean_h, mut mean_hx) = (0.0f32, 0.0f32);
+                for j in 0..width {
+                    let x_hat = (x[j] - mean) / s;
+                    d_beta[j] += g[j];
+                    d_gamma[j] += g[j] * x_hat;
+                    h[j] = g[j] * gamma[j];
+                    mean_h += h[j];
+                    mean_hx += h[j] * x_hat;
+                }
+                if want_x {
+                    let (mean_h, mean_hx) = (mean_h / width as f32, mean_hx / width as f32);
+                    for (j, dx) in dx[r * width..][..width].iter_mut().enumerate() {
+                        let x_hat = (x[j] - mean) / s;
+                        *dx = (h[j] - mean_h - x_hat * mean_hx) / s;
+                    }
+                }
+            }
+            (d_gamma, d_beta)
+        };
+        let sum = |(mut a, mut b): (Vec<f32>, Vec<f32>), (c, d): (Vec<f32>, Vec<f32>)| {
+            a.iter_mut().zip(c).for_each(|(a, c)| *a += c);
+            b.iter_mut().zip(d).for_each(|(b, d)| *b += d);
+            (a, b)
+        };
+        let parts = values.par_chunks(chunk).zip(g.par_chunks(chunk)).zip(stats.par_chunks(NORM_ROWS_PER_TASK));
+        let (d_gamma, d_beta) = if want_x {
+            parts.zip(dx.par_chunks_mut(chunk)).map(task).reduce(|| (vec![0.0; width], vec![0.0; width]), sum)
+        } else {
+            parts.map(|p| task((p, &mut [][..]))).reduce(|| (vec![0.0; width], vec![0.0; width]), sum)
+        };
+        let vector = |v: Vec<f32>| FlexTensor::from_data(burn::tensor::TensorData::new(v, [width]));
+        if let Some(node) = x_node {
+            grads.register::<Flex>(node.id, FlexTensor::from_data(burn::tensor::TensorData::new(dx, x.layout().shape().clone())));
+        }
+        if let Some(node) = gamma_node {
+            grads.register::<Flex>(node.id, vector(d_gamma));
+        }
+        if let Some(node) = beta_node {
+            grads.register::<Flex>(node.id, vector(d_beta));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Values and gradients of each operation against the generic ops on the same inputs, and
@@ -319,6 +449,44 @@ mod tests {
         let (dy, dg) = (worst(y_fused, y_generic), worst(g_fused, g_generic));
         assert!(dy <= 1e-5, "QuickGELU output off by {dy:e}");
         assert!(dg <= 1e-5, "QuickGELU gradient off by {dg:e}");
+    }
+
+    #[test]
+    fn layer_norm_values_and_gradients_match_the_generic_ops() {
+        use burn::module::Param;
+        let device = Default::default();
+        // Rows with an offset much larger than their spread too (cancellation in the variance).
+        for (rows, width, offset) in [(2 * 197, 48, 0.0), (5, 768, 30.0), (70, 8, 0.0)] {
+            let mut ln = burn::nn::LayerNormConfig::new(width).init::<Ad>(&device);
+            ln.gamma = Param::from_data(random([width], 1), &device);
+            ln.beta = Some(Param::from_data(random([width], 2), &device));
+            let x = Tensor::<Flex, 2>::from_data(random([rows, width], 3), &device).add_scalar(offset).into_data();
+            let weights = random([rows, width], 4);
+            let run = |fused: bool| {
+                let x = Tensor::<Ad, 2>::from_data(x.clone(), &device).require_grad();
+                let y = if fused {
+                    let beta = ln.beta.as_ref().unwrap().val();
+                    layer_norm(x.clone(), ln.gamma.val(), beta, 1e-5).map_err(|_| ()).expect("the fused operation")
+                } else {
+                    ln.forward(x.clone())
+                };
+                let grads = (y.clone() * Tensor::from_data(weights.clone(), &device)).sum().backward();
+                let beta = ln.beta.as_ref().unwrap().val();
+                [
+                    y.inner(),
+                    x.grad(&grads).unwrap(),
+                    ln.gamma.val().grad(&grads).unwrap().unsqueeze(),
+                    beta.grad(&grads).unwrap().unsqueeze(),
+                ]
+                .map(|t: Tensor<Flex, 2>| t.into_data())
+            };
+            let (fused, generic) = (run(true), run(false));
+            for (what, (a, b)) in ["output", "d x", "d gamma", "d beta"].iter().zip(fused.into_iter().zip(generic)) {
+                let largest = worst(b.clone(), TensorData::zeros::<f32, _>(b.shape.clone())).max(1.0);
+                let off = worst(a, b);
+                assert!(off <= 2e-5 * largest, "layer norm {rows}x{width}+{offset}: {what} off by {off:e} (largest {largest:e})");
+            }
+        }
     }
 
     #[test]
