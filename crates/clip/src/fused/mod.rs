@@ -1,13 +1,17 @@
-//! Fused CPU kernels for inference on the `flex` backend, with the generic Burn ops everywhere
-//! else.
+//! Fused CPU kernels for the `flex` backend, for inference and for training, with the generic
+//! Burn ops everywhere else.
 //!
 //! Each public function here takes Burn tensors of any backend. When the backend is `flex`
 //! itself (inference: [`Module::valid`](burn::module::AutodiffModule::valid) models, the
 //! `handid` command's embedding, search and evaluation), the tensors are f32 and the kernel
-//! runs on their storage in one pass; otherwise (`Autodiff<_>` for training, `wgpu`, `cuda`)
-//! the same result comes from the generic ops, differentiable as before. The choice is made by
-//! the tensor's type, so there is no flag to forget and no silent change of results: the parity
-//! tests run on flex and therefore through these kernels, at the tolerances they always had.
+//! runs on their storage in one pass. When it is `Autodiff<Flex>` (training on the CPU), the
+//! attention, QuickGELU and layer norm are each one autodiff operation whose forward is the
+//! kernel and whose backward pass is written out (`train`), instead of the graph of generic
+//! operations Burn would record. On every other backend (`wgpu`, `cuda`, autodiff over them) the
+//! same result comes from the generic ops, differentiable as before. The choice is made by the
+//! tensor's type, so there is no flag to forget and no silent change of results: the parity
+//! tests run on flex and therefore through these kernels, at the tolerances they always had, and
+//! the `train` tests compare values and gradients with the generic ops.
 //!
 //! `CLIP_BURN_FUSED=off` in the environment switches them off (the generic ops run on flex too),
 //! to measure what they buy or to rule them out; it is read once per process.
@@ -26,6 +30,11 @@
 //!   product is one product per image summed afterwards. On flex the bias is added in place.
 //! - [`channel_affine`] and [`add_relu`]: the ModifiedResNet's BatchNorm (+ ReLU) in evaluation
 //!   and its residual join, one pass each, in place.
+//! - [`layer_norm`]: flex's own layer norm is already one pass; on `Autodiff<Flex>` the generic
+//!   one is eight recorded operations (mean, subtraction, square, mean, sqrt, division, scale,
+//!   shift) with their backward passes, here one operation each way.
+//! - training (`Autodiff<Flex>`): attention keeps its softmax probabilities and computes the
+//!   gradient of the packed projection directly; QuickGELU's backward is one pass.
 
 mod math;
 mod train;
@@ -140,7 +149,11 @@ fn attention_flex(qkv: &FlexTensor, dims: AttentionDims, probabilities: Option<&
     let mut out = vec![0.0f32; batch * tokens * width];
     let dst = SharedMut(out.as_mut_ptr());
     if let Some(p) = &probabilities {
-        assert_eq!(p.len(), batch * heads * tokens * tokens, "attention: probabilities are [batch, heads, tokens, tokens]");
+        assert_eq!(
+            p.len(),
+            batch * heads * tokens * tokens,
+            "attention: probabilities are [batch, heads, tokens, tokens]"
+        );
     }
     let kept = probabilities.map(|p| SharedMut(p.as_mut_ptr()));
     (0..batch * heads).into_par_iter().for_each_init(
@@ -149,7 +162,9 @@ fn attention_flex(qkv: &FlexTensor, dims: AttentionDims, probabilities: Option<&
             // SAFETY: task `task` alone uses the `tokens x tokens` block `task` of the kept
             // probabilities (the length was checked above).
             let scores: &mut [f32] = match kept {
-                Some(kept) => unsafe { std::slice::from_raw_parts_mut(kept.get().add(task * tokens * tokens), tokens * tokens) },
+                Some(kept) => unsafe {
+                    std::slice::from_raw_parts_mut(kept.get().add(task * tokens * tokens), tokens * tokens)
+                },
                 None => scratch.as_mut_slice(),
             };
             let (b, h) = (task / heads, task % heads);

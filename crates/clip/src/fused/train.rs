@@ -62,7 +62,11 @@ fn from_autodiff_flex<B: Backend, const D: usize>(tensor: AutodiffFlexTensor) ->
 }
 
 /// [`super::attention_packed`] on `Autodiff<Flex>`, or `Err(qkv)` on any other backend.
-pub(super) fn attention_packed<B: Backend>(qkv: Tensor<B, 3>, heads: usize, causal: bool) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
+pub(super) fn attention_packed<B: Backend>(
+    qkv: Tensor<B, 3>,
+    heads: usize,
+    causal: bool,
+) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
     let [batch, tokens, packed] = qkv.dims();
     let qkv = into_autodiff_flex(qkv)?;
     let dims = AttentionDims { batch, tokens, width: packed / 3, heads, causal };
@@ -125,7 +129,11 @@ fn attention_backward(qkv: &FlexTensor, probabilities: &[f32], d_out: &FlexTenso
     let AttentionDims { batch, tokens, width, heads, .. } = dims;
     let qkv: &[f32] = qkv.as_slice().expect("contiguous f32");
     let d_out: &[f32] = d_out.as_slice().expect("contiguous f32");
-    assert_eq!(d_out.len(), batch * tokens * width, "attention backward: the output gradient is [batch, tokens, width]");
+    assert_eq!(
+        d_out.len(),
+        batch * tokens * width,
+        "attention backward: the output gradient is [batch, tokens, width]"
+    );
     let head_dim = width / heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let (t, row, w) = (tokens as isize, 3 * width as isize, width as isize);
@@ -266,7 +274,8 @@ pub(super) fn layer_norm<B: Backend, const D: usize>(
     let input = x.primitive.to_contiguous();
     let (g, b) = (gamma.primitive.to_contiguous(), beta.primitive.to_contiguous());
     let width = g.layout().shape().num_elements();
-    let (y, stats) = layer_norm_forward(&input, g.as_slice().expect("f32"), b.as_slice().expect("f32"), width, epsilon as f32);
+    let (y, stats) =
+        layer_norm_forward(&input, g.as_slice().expect("f32"), b.as_slice().expect("f32"), width, epsilon as f32);
     let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
     let output = match LayerNormBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(LayerNormState { x: input, gamma: g, stats, width }, y),
@@ -280,7 +289,13 @@ const NORM_ROWS_PER_TASK: usize = 32;
 
 /// `y = ((x - mean) / sqrt(var + epsilon)) gamma + beta` per row of `width` values (the generic
 /// ops' formula and order), with each row's `(mean, sqrt(var + epsilon))`.
-fn layer_norm_forward(x: &FlexTensor, gamma: &[f32], beta: &[f32], width: usize, epsilon: f32) -> (FlexTensor, Vec<[f32; 2]>) {
+fn layer_norm_forward(
+    x: &FlexTensor,
+    gamma: &[f32],
+    beta: &[f32],
+    width: usize,
+    epsilon: f32,
+) -> (FlexTensor, Vec<[f32; 2]>) {
     let values: &[f32] = x.as_slice().expect("contiguous f32");
     let rows = values.len() / width;
     let mut y = vec![0.0f32; values.len()];
@@ -304,6 +319,9 @@ fn layer_norm_forward(x: &FlexTensor, gamma: &[f32], beta: &[f32], width: usize,
 
 #[derive(Debug)]
 struct LayerNormBackward;
+
+/// One task's rows in the backward pass: input, incoming gradient, row statistics, `dx`.
+type NormChunk<'a> = (((&'a [f32], &'a [f32]), &'a [[f32; 2]]), &'a mut [f32]);
 
 /// The input, `gamma`, and each row's `(mean, sqrt(var + epsilon))`.
 #[derive(Clone, Debug)]
@@ -329,7 +347,7 @@ impl Backward<Flex, 3> for LayerNormBackward {
         let want_x = x_node.is_some();
         let mut dx = vec![0.0f32; if want_x { values.len() } else { 0 }];
         let chunk = NORM_ROWS_PER_TASK * width;
-        let task = |(((x, g), stats), dx): (((&[f32], &[f32]), &[[f32; 2]]), &mut [f32])| {
+        let task = |(((x, g), stats), dx): NormChunk<'_>| {
             let (mut d_gamma, mut d_beta) = (vec![0.0f32; width], vec![0.0f32; width]);
             let mut h = vec![0.0f32; width];
             for (r, (x, g)) in x.chunks_exact(width).zip(g.chunks_exact(width)).enumerate() {
@@ -366,7 +384,10 @@ impl Backward<Flex, 3> for LayerNormBackward {
         };
         let vector = |v: Vec<f32>| FlexTensor::from_data(burn::tensor::TensorData::new(v, [width]));
         if let Some(node) = x_node {
-            grads.register::<Flex>(node.id, FlexTensor::from_data(burn::tensor::TensorData::new(dx, x.layout().shape().clone())));
+            grads.register::<Flex>(
+                node.id,
+                FlexTensor::from_data(burn::tensor::TensorData::new(dx, x.layout().shape().clone())),
+            );
         }
         if let Some(node) = gamma_node {
             grads.register::<Flex>(node.id, vector(d_gamma));
@@ -484,7 +505,10 @@ mod tests {
             for (what, (a, b)) in ["output", "d x", "d gamma", "d beta"].iter().zip(fused.into_iter().zip(generic)) {
                 let largest = worst(b.clone(), TensorData::zeros::<f32, _>(b.shape.clone())).max(1.0);
                 let off = worst(a, b);
-                assert!(off <= 2e-5 * largest, "layer norm {rows}x{width}+{offset}: {what} off by {off:e} (largest {largest:e})");
+                assert!(
+                    off <= 2e-5 * largest,
+                    "layer norm {rows}x{width}+{offset}: {what} off by {off:e} (largest {largest:e})"
+                );
             }
         }
     }

@@ -62,6 +62,9 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdam {
     }
 }
 
+/// The parameter and state after a step.
+type Stepped<B, const D: usize> = (Tensor<B, D>, Option<AdamState<B, D>>);
+
 /// The inputs of a step handed back when the fused path does not apply.
 type Unfused<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Option<AdamState<B, D>>);
 
@@ -88,14 +91,16 @@ impl FusedAdam {
         tensor: Tensor<B, D>,
         grad: Tensor<B, D>,
         state: Option<AdamState<B, D>>,
-    ) -> Result<(Tensor<B, D>, Option<AdamState<B, D>>), Unfused<B, D>> {
+    ) -> Result<Stepped<B, D>, Unfused<B, D>> {
         let shape = tensor.shape();
         if grad.shape() != shape || state.as_ref().is_some_and(|s| s.momentum.moment_1.shape() != shape) {
             return Err((tensor, grad, state));
         }
         let (mut p, g) = match (into_flex(tensor), into_flex(grad)) {
             (Ok(p), Ok(g)) => (p.to_contiguous(), g.to_contiguous()),
-            (p, g) => return Err((p.map(from_flex).unwrap_or_else(|t| t), g.map(from_flex).unwrap_or_else(|t| t), state)),
+            (p, g) => {
+                return Err((p.map(from_flex).unwrap_or_else(|t| t), g.map(from_flex).unwrap_or_else(|t| t), state));
+            }
         };
         let (mut m, mut v, time) = match state {
             Some(state) => {
@@ -134,7 +139,8 @@ impl FusedAdam {
                 .zip(g.par_chunks(CHUNK))
                 .for_each(|(((p, m), v), g)| update(p, m, v, g, factors));
         }
-        let momentum = AdaptiveMomentumState { time, moment_1: from_flex(m), moment_2: from_flex(v), max_moment_2: None };
+        let momentum =
+            AdaptiveMomentumState { time, moment_1: from_flex(m), moment_2: from_flex(v), max_moment_2: None };
         Ok((from_flex(p), Some(AdamState::new(momentum))))
     }
 }
@@ -189,7 +195,11 @@ mod tests {
             let g = Tensor::<B, 2>::from_data(random([37, 53], 10 + step), &device);
             let (next, next_state) = optim.step(1e-3 * (step + 1) as f64, p, g, state);
             let s = next_state.expect("Adam keeps a state");
-            out.push([next.clone().into_data(), s.momentum.moment_1.clone().into_data(), s.momentum.moment_2.clone().into_data()]);
+            out.push([
+                next.clone().into_data(),
+                s.momentum.moment_1.clone().into_data(),
+                s.momentum.moment_2.clone().into_data(),
+            ]);
             (p, state) = (next, Some(s));
         }
         out
