@@ -308,6 +308,9 @@ pub fn linear_quick_gelu<B: Backend, const D: usize>(linear: &Linear<B>, x: Tens
 /// instead of the eight generic operations Burn records for a layer norm. Flex itself runs its
 /// own fused layer norm (`ln.forward`).
 pub fn layer_norm<B: Backend, const D: usize>(ln: &LayerNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    if !train::is_autodiff_flex::<B>() {
+        return ln.forward(x);
+    }
     let (Some(beta), Some(epsilon)) = (ln.beta.as_ref(), layer_norm_epsilon(ln)) else {
         return ln.forward(x);
     };

@@ -29,13 +29,15 @@ use super::{SharedMut, math};
 /// The float primitive of `Autodiff<Flex>` (Burn does not export its name).
 type AutodiffFlexTensor = burn::tensor::ops::FloatTensor<Autodiff<Flex>>;
 
+/// Whether `B` is `Autodiff<Flex>` (any checkpointing) and the fused kernels are on.
+pub(super) fn is_autodiff_flex<B: Backend>() -> bool {
+    TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<AutodiffFlexTensor>() && !super::disabled()
+}
+
 /// The `Autodiff<Flex>` primitive inside `tensor`, if that is `B`'s and the tensor is f32 and
 /// the fused kernels are on; the tensor back otherwise.
 fn into_autodiff_flex<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<AutodiffFlexTensor, Tensor<B, D>> {
-    if tensor.dtype() != DType::F32
-        || TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<AutodiffFlexTensor>()
-        || super::disabled()
-    {
+    if tensor.dtype() != DType::F32 || !is_autodiff_flex::<B>() {
         return Err(tensor);
     }
     match tensor.into_primitive() {
