@@ -412,6 +412,8 @@ def memory_results(args, exes):
     libraries = peak_rss_mib([sys.executable, __file__, "--child", "imports", "--threads", str(args.threads)])
     print(f"PyTorch + open_clip after import: {libraries:.0f} MiB", flush=True)
     cases = [("image_encoder/vit-b-16/b8", "encoders"), (f"train_step/vit-b-16/b{args.batch_train}", "train_step")]
+    # Only the workloads of the groups asked for (their bench executables are the ones built).
+    cases = [(key, target) for key, target in cases if target in exes]
     for key, target in cases:
         ours = peak_rss_mib([exes[target], "--bench", "--profile-time", "5", f"^{key}$"], rust_env(args))
         theirs = peak_rss_mib([sys.executable, __file__, "--child", key, "--threads", str(args.threads)])

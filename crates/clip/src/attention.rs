@@ -69,8 +69,8 @@ pub struct ResidualAttentionBlock<B: Backend> {
 impl<B: Backend> ResidualAttentionBlock<B> {
     /// `x` `[batch, tokens, width]` -> same shape.
     pub fn forward(&self, x: Tensor<B, 3>, causal: bool) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), causal);
-        let hidden = fused::linear_quick_gelu(&self.mlp.c_fc, self.ln_2.forward(x.clone()));
+        let x = x.clone() + self.attn.forward(fused::layer_norm(&self.ln_1, x), causal);
+        let hidden = fused::linear_quick_gelu(&self.mlp.c_fc, fused::layer_norm(&self.ln_2, x.clone()));
         x + fused::linear(&self.mlp.c_proj, hidden)
     }
 }

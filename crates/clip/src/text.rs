@@ -80,7 +80,7 @@ impl<B: Backend> TextTransformer<B> {
             t.record("text.embeddings", &x);
         }
         let x = self.transformer.forward(x, true, "text", trace.as_deref_mut());
-        let x = self.ln_final.forward(x);
+        let x = crate::fused::layer_norm(&self.ln_final, x);
         if let Some(t) = trace {
             t.record("text.final", &x);
         }

@@ -149,6 +149,45 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// `v * sigmoid(1.702 v)` in place (QuickGELU without a bias).
+    pub fn quick_gelu_in_place(values: &mut [f32]) {
+        for v in values.iter_mut() {
+            *v = *v / (1.0 + exp(-1.702 * *v));
+        }
+    }
+}
+
+multiversion! {
+    /// QuickGELU's backward pass in place: `g = g (s + 1.702 y s (1 - s))`, `s = sigmoid(1.702 y)`,
+    /// for the incoming gradient `g` and the activation's input `y`.
+    pub fn quick_gelu_backward_in_place(g: &mut [f32], y: &[f32]) {
+        for (g, &y) in g.iter_mut().zip(y) {
+            let s = 1.0 / (1.0 + exp(-1.702 * y));
+            *g *= s + 1.702 * y * s * (1.0 - s);
+        }
+    }
+}
+
+multiversion! {
+    /// Softmax's backward pass for one row in place: `d = p (d - sum(p d))`, for the gradient `d`
+    /// of the probabilities `p`, which becomes the gradient of the scores.
+    pub fn softmax_backward_in_place(d: &mut [f32], p: &[f32]) {
+        let mut lanes = [0.0f32; 8];
+        let (dc, pc) = (d.chunks_exact(8), p.chunks_exact(8));
+        let (dr, pr) = (dc.remainder(), pc.remainder());
+        for (dc, pc) in dc.zip(pc) {
+            for ((lane, &d), &p) in lanes.iter_mut().zip(dc).zip(pc) {
+                *lane += d * p;
+            }
+        }
+        let dot = lanes.iter().sum::<f32>() + dr.iter().zip(pr).map(|(d, p)| d * p).sum::<f32>();
+        for (d, &p) in d.iter_mut().zip(p) {
+            *d = p * (*d - dot);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,17 @@
-//! Fused CPU kernels for inference on the `flex` backend, with the generic Burn ops everywhere
-//! else.
+//! Fused CPU kernels for the `flex` backend, for inference and for training, with the generic
+//! Burn ops everywhere else.
 //!
 //! Each public function here takes Burn tensors of any backend. When the backend is `flex`
 //! itself (inference: [`Module::valid`](burn::module::AutodiffModule::valid) models, the
 //! `handid` command's embedding, search and evaluation), the tensors are f32 and the kernel
-//! runs on their storage in one pass; otherwise (`Autodiff<_>` for training, `wgpu`, `cuda`)
-//! the same result comes from the generic ops, differentiable as before. The choice is made by
-//! the tensor's type, so there is no flag to forget and no silent change of results: the parity
-//! tests run on flex and therefore through these kernels, at the tolerances they always had.
+//! runs on their storage in one pass. When it is `Autodiff<Flex>` (training on the CPU), the
+//! attention, QuickGELU and layer norm are each one autodiff operation whose forward is the
+//! kernel and whose backward pass is written out (`train`), instead of the graph of generic
+//! operations Burn would record. On every other backend (`wgpu`, `cuda`, autodiff over them) the
+//! same result comes from the generic ops, differentiable as before. The choice is made by the
+//! tensor's type, so there is no flag to forget and no silent change of results: the parity
+//! tests run on flex and therefore through these kernels, at the tolerances they always had, and
+//! the `train` tests compare values and gradients with the generic ops.
 //!
 //! `CLIP_BURN_FUSED=off` in the environment switches them off (the generic ops run on flex too),
 //! to measure what they buy or to rule them out; it is read once per process.
@@ -26,22 +30,31 @@
 //!   product is one product per image summed afterwards. On flex the bias is added in place.
 //! - [`channel_affine`] and [`add_relu`]: the ModifiedResNet's BatchNorm (+ ReLU) in evaluation
 //!   and its residual join, one pass each, in place.
+//! - [`layer_norm`]: flex's own layer norm is already one pass; on `Autodiff<Flex>` the generic
+//!   one is eight recorded operations (mean, subtraction, square, mean, sqrt, division, scale,
+//!   shift) with their backward passes, here one operation each way.
+//! - training (`Autodiff<Flex>`): attention keeps its softmax probabilities and computes the
+//!   gradient of the packed projection directly; QuickGELU's backward is one pass.
 
 mod math;
+mod train;
+
+pub(crate) use train::AttentionDims;
 
 use std::any::{Any, TypeId};
 
 use burn::backend::flex::FlexTensor;
-use burn::nn::Linear;
+use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, TensorPrimitive};
 use rayon::prelude::*;
 
-/// The flex tensor inside `tensor`, if the backend is flex and the tensor is f32; the tensor
-/// back otherwise.
-fn into_flex<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
+/// The flex tensor inside `tensor`, if the backend is flex, the tensor is f32 and the fused
+/// kernels are on; the tensor back otherwise. With [`from_flex`], the bridge for kernels outside
+/// this crate (`handid`'s optimiser).
+pub fn into_flex<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
     if tensor.dtype() != DType::F32 || !is_flex::<B>() {
         return Err(tensor);
     }
@@ -60,9 +73,12 @@ fn into_flex<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<FlexTen
     }
 }
 
-/// `tensor` as a Burn tensor of `B`; only called with tensors that came from [`into_flex`], so
-/// `B`'s primitive is `FlexTensor`.
-fn from_flex<B: Backend, const D: usize>(tensor: FlexTensor) -> Tensor<B, D> {
+/// `tensor` as a Burn tensor of `B`, for `B` whose tensors [`into_flex`] opened.
+///
+/// # Panics
+/// If `B`'s float tensors are not [`FlexTensor`]s (a programming error: call it only with a
+/// backend for which [`into_flex`] returned `Ok`).
+pub fn from_flex<B: Backend, const D: usize>(tensor: FlexTensor) -> Tensor<B, D> {
     let any: Box<dyn Any> = Box::new(tensor);
     let primitive = any.downcast::<B::FloatTensorPrimitive>().expect("from_flex on a flex backend");
     Tensor::from_primitive(TensorPrimitive::Float(*primitive))
@@ -80,19 +96,31 @@ fn contiguous(tensor: &FlexTensor) -> FlexTensor {
 pub fn attention_packed<B: Backend>(qkv: Tensor<B, 3>, heads: usize, causal: bool) -> Tensor<B, 3> {
     let [batch, tokens, packed] = qkv.dims();
     let width = packed / 3;
+    let qkv = match train::attention_packed(qkv, heads, causal) {
+        Ok(out) => return out,
+        Err(qkv) => qkv,
+    };
     match into_flex(qkv) {
-        Ok(flex) => from_flex(attention_flex(&contiguous(&flex), [batch, tokens, width], heads, causal)),
-        Err(qkv) => {
-            let head_dim = width / heads;
-            let split = |t: Tensor<B, 3>| t.reshape([batch, tokens, heads, head_dim]).swap_dims(1, 2);
-            let q = split(qkv.clone().narrow(2, 0, width)); // [batch, heads, tokens, head_dim]
-            let k = split(qkv.clone().narrow(2, width, width));
-            let v = split(qkv.narrow(2, 2 * width, width));
-            let options = AttentionModuleOptions { is_causal: causal, ..Default::default() };
-            let out = attention(q, k, v, None, None, options); // [batch, heads, tokens, head_dim]
-            out.swap_dims(1, 2).reshape([batch, tokens, width])
+        Ok(flex) => {
+            let dims = AttentionDims { batch, tokens, width, heads, causal };
+            from_flex(attention_flex(&contiguous(&flex), dims, None))
         }
+        Err(qkv) => attention_generic(qkv, heads, causal),
     }
+}
+
+/// [`attention_packed`] with Burn's generic ops: split the heads, `attention`, merge them.
+fn attention_generic<B: Backend>(qkv: Tensor<B, 3>, heads: usize, causal: bool) -> Tensor<B, 3> {
+    let [batch, tokens, packed] = qkv.dims();
+    let width = packed / 3;
+    let head_dim = width / heads;
+    let split = |t: Tensor<B, 3>| t.reshape([batch, tokens, heads, head_dim]).swap_dims(1, 2);
+    let q = split(qkv.clone().narrow(2, 0, width)); // [batch, heads, tokens, head_dim]
+    let k = split(qkv.clone().narrow(2, width, width));
+    let v = split(qkv.narrow(2, 2 * width, width));
+    let options = AttentionModuleOptions { is_causal: causal, ..Default::default() };
+    let out = attention(q, k, v, None, None, options); // [batch, heads, tokens, head_dim]
+    out.swap_dims(1, 2).reshape([batch, tokens, width])
 }
 
 /// A pointer that rayon tasks writing disjoint parts of one buffer may share.
@@ -109,7 +137,10 @@ impl SharedMut {
     }
 }
 
-fn attention_flex(qkv: &FlexTensor, [batch, tokens, width]: [usize; 3], heads: usize, causal: bool) -> FlexTensor {
+/// The fused attention on flex storage; when `probabilities` is given (`[batch, heads, tokens,
+/// tokens]`), the softmax of every `(image, head)` is left there for the backward pass.
+fn attention_flex(qkv: &FlexTensor, dims: AttentionDims, probabilities: Option<&mut [f32]>) -> FlexTensor {
+    let AttentionDims { batch, tokens, width, heads, causal } = dims;
     let data: &[f32] = qkv.as_slice().expect("contiguous f32");
     assert_eq!(data.len(), batch * tokens * 3 * width, "attention: qkv is [batch, tokens, 3 width]");
     let head_dim = width / heads;
@@ -117,9 +148,25 @@ fn attention_flex(qkv: &FlexTensor, [batch, tokens, width]: [usize; 3], heads: u
     let row = 3 * width as isize; // stride between tokens in qkv
     let mut out = vec![0.0f32; batch * tokens * width];
     let dst = SharedMut(out.as_mut_ptr());
+    if let Some(p) = &probabilities {
+        assert_eq!(
+            p.len(),
+            batch * heads * tokens * tokens,
+            "attention: probabilities are [batch, heads, tokens, tokens]"
+        );
+    }
+    let kept = probabilities.map(|p| SharedMut(p.as_mut_ptr()));
     (0..batch * heads).into_par_iter().for_each_init(
         || vec![0.0f32; tokens * tokens],
-        |scores, task| {
+        |scratch, task| {
+            // SAFETY: task `task` alone uses the `tokens x tokens` block `task` of the kept
+            // probabilities (the length was checked above).
+            let scores: &mut [f32] = match kept {
+                Some(kept) => unsafe {
+                    std::slice::from_raw_parts_mut(kept.get().add(task * tokens * tokens), tokens * tokens)
+                },
+                None => scratch.as_mut_slice(),
+            };
             let (b, h) = (task / heads, task % heads);
             let base = b * tokens * 3 * width + h * head_dim;
             let (q, k, v) = (&data[base..], &data[base + width..], &data[base + 2 * width..]);
@@ -252,9 +299,45 @@ pub fn linear_quick_gelu<B: Backend, const D: usize>(linear: &Linear<B>, x: Tens
     let (x, out_dims) = flatten(linear, x);
     let y = match fused_bias(linear, &x) {
         Some(bias) => rows_in_place(x.matmul(linear.weight.val()), bias, math::bias_quick_gelu_in_place),
-        None => crate::attention::quick_gelu(linear.forward(x)),
+        None => quick_gelu(linear.forward(x)),
     };
     y.reshape(out_dims)
+}
+
+/// `ln.forward(x)`; on `Autodiff<Flex>` one operation with its own backward pass (`train`)
+/// instead of the eight generic operations Burn records for a layer norm. Flex itself runs its
+/// own fused layer norm (`ln.forward`).
+pub fn layer_norm<B: Backend, const D: usize>(ln: &LayerNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    if !train::is_autodiff_flex::<B>() {
+        return ln.forward(x);
+    }
+    let (Some(beta), Some(epsilon)) = (ln.beta.as_ref(), layer_norm_epsilon(ln)) else {
+        return ln.forward(x);
+    };
+    match train::layer_norm(x, ln.gamma.val(), beta.val(), epsilon) {
+        Ok(y) => y,
+        Err((x, _, _)) => ln.forward(x),
+    }
+}
+
+/// The epsilon of `ln`, which Burn 0.21 keeps private but prints (`LayerNorm {d_model: .., epsilon:
+/// .., ..}`); `None` if that ever changes, and then [`layer_norm`] runs `ln.forward`: the same
+/// numbers, only slower (`layer_norm_epsilon_is_read` fails first).
+fn layer_norm_epsilon<B: Backend>(ln: &LayerNorm<B>) -> Option<f64> {
+    let text = format!("{ln}");
+    let start = text.find("epsilon: ")? + "epsilon: ".len();
+    let rest = &text[start..];
+    let end = rest.find(|c: char| c == ',' || c == '}' || c.is_whitespace()).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// `x * sigmoid(1.702 x)` ([`crate::attention::quick_gelu`]); on `Autodiff<Flex>` one operation
+/// with its own backward pass (`train`), elsewhere the generic ops.
+fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    match train::quick_gelu(x) {
+        Ok(y) => y,
+        Err(x) => crate::attention::quick_gelu(x),
+    }
 }
 
 /// `relu?(x * scale[c] + shift[c])` for every channel `c` of `x` `[batch, channels, h, w]` (a
@@ -324,8 +407,8 @@ pub fn add_relu<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) ->
 
 #[cfg(test)]
 mod tests {
-    //! Each kernel on flex against the generic ops on `Autodiff<Flex>`, which never takes the
-    //! fused path.
+    //! Each kernel on flex against the generic ops (called directly, or on `Autodiff<Flex>`,
+    //! which takes no fused path for these). `train` tests the training side.
     use super::*;
     use burn::backend::{Autodiff, Flex};
     use burn::module::AutodiffModule;
@@ -354,12 +437,21 @@ mod tests {
     }
 
     #[test]
+    fn layer_norm_epsilon_is_read() {
+        let device = Default::default();
+        for epsilon in [1e-5, 1e-6, 0.25] {
+            let ln = burn::nn::LayerNormConfig::new(8).with_epsilon(epsilon).init::<Flex>(&device);
+            assert_eq!(layer_norm_epsilon(&ln), Some(epsilon));
+        }
+    }
+
+    #[test]
     fn packed_attention_matches_the_generic_ops() {
         let device = Default::default();
         for (causal, tokens) in [(false, 197), (true, 77), (false, 1)] {
             let qkv = random([3, tokens, 3 * 48], tokens as u64);
             let fused = attention_packed(Tensor::<Flex, 3>::from_data(qkv.clone(), &device), 4, causal);
-            let generic = attention_packed(Tensor::<Generic, 3>::from_data(qkv, &device), 4, causal);
+            let generic = attention_generic(Tensor::<Flex, 3>::from_data(qkv, &device), 4, causal);
             assert_close(
                 fused.into_data(),
                 generic.into_data(),

@@ -118,12 +118,12 @@ impl<B: Backend> VisionTransformer<B> {
         }
         let class = self.class_embedding.val().reshape([1, 1, width]).expand([batch, 1, width]);
         let x = Tensor::cat(vec![class, patches], 1) + self.positional_embedding.val().unsqueeze(); // [batch, tokens, width]
-        let x = self.ln_pre.forward(x);
+        let x = crate::fused::layer_norm(&self.ln_pre, x);
         if let Some(t) = trace.as_deref_mut() {
             t.record("vision.tokens_pre", &x);
         }
         let x = self.transformer.forward(x, false, "vision", trace.as_deref_mut());
-        let tokens = self.ln_post.forward(x);
+        let tokens = crate::fused::layer_norm(&self.ln_post, x);
         let pooled = tokens.clone().narrow(1, 0, 1).reshape([batch, width]); // [batch, width]
         let embedding = pooled.clone().matmul(self.proj.val()); // [batch, embed_dim]
         if let Some(t) = trace {

@@ -2,12 +2,14 @@
 //! learning-rate groups, the per-epoch warm-up and step schedule, re-ID augmentation,
 //! validation accuracy for model selection, atomic checkpoints and exact resume.
 
+mod adam;
 mod batch;
 mod config;
 mod run;
 mod schedule;
 mod trainer;
 
+pub use adam::FusedAdam;
 pub use batch::{ImageRef, LabeledImages, augment, epoch_batches, stack, training_batch};
 pub use config::{AugmentConfig, Scenario, TrainConfig};
 pub use run::{RUN_FORMAT, RUN_MODEL_FILE, RunModel, TrainData, TrainRequest, TrainSummary, train_run};

@@ -5,8 +5,7 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
@@ -15,6 +14,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
+use super::adam::FusedAdam;
 use super::batch::{LabeledImages, epoch_batches, stack, training_batch};
 use super::config::{Scenario, TrainConfig};
 use crate::loss::{label_smoothing_cross_entropy, supervised_contrastive};
@@ -213,17 +213,14 @@ pub fn train_observed<B: AutodiffBackend>(
     Ok(TrainOutcome { model, history: state.history, selected_epoch, resumed_epochs, interrupted })
 }
 
-/// The optimiser of a CLIP-HandID model: Adam with coupled L2 weight decay.
-pub type HandIdOptimizer<B> = OptimizerAdaptor<Adam, HandIdModel<B>, B>;
+/// The optimiser of a CLIP-HandID model: Adam with coupled L2 weight decay ([`FusedAdam`]: one
+/// pass per parameter on flex, Burn's `Adam` elsewhere; the same records).
+pub type HandIdOptimizer<B> = OptimizerAdaptor<FusedAdam, HandIdModel<B>, B>;
 
 /// Adam with `config`'s betas, epsilon and coupled weight decay.
 pub fn optimizer<B: AutodiffBackend>(config: &TrainConfig) -> HandIdOptimizer<B> {
-    AdamConfig::new()
-        .with_beta_1(config.beta_1)
-        .with_beta_2(config.beta_2)
-        .with_epsilon(config.epsilon)
-        .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)))
-        .init::<B, HandIdModel<B>>()
+    let adam = FusedAdam::new(config.beta_1, config.beta_2, config.epsilon, Some(config.weight_decay as f32));
+    OptimizerAdaptor::from(adam)
 }
 
 /// What one optimiser step measured.
