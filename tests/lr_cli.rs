@@ -10,55 +10,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use clip_handid::handid::data::SyntheticHands;
 use clip_handid::handid::provenance::sha256_file;
 use common::TempDir;
+use common::cli::{CONFIG, WEIGHTS, fails, fixture, handid, json, s};
 use serde_json::Value;
-
-/// Small CLIP weights (a ModifiedResNet for 64 x 64 images, random parameters) and their
-/// architecture (given with `--config`: their head count does not follow OpenAI's rule).
-const WEIGHTS: &str = "tests/fixtures/clip/resnet_tiny/weights.safetensors";
-const CONFIG: &str = "tests/fixtures/clip/resnet_tiny/config.json";
-
-fn fixture(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel).to_str().unwrap().to_string()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_handid")).args(args).output().expect("the handid binary runs")
-}
-
-fn handid(args: &[&str]) -> String {
-    let output = run(args);
-    assert!(
-        output.status.success(),
-        "handid {} failed ({}):\n{}",
-        args.join(" "),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Runs handid expecting exit code 1 with one line on stderr, no panic; returns the line.
-fn fails(args: &[&str]) -> String {
-    let output = run(args);
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(1), "handid {}: {stderr}", args.join(" "));
-    assert!(!stderr.contains("panicked"), "handid {} panicked: {stderr}", args.join(" "));
-    assert!(stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "not one line: {stderr:?}");
-    stderr
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temp path")
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}"))).unwrap()
-}
 
 /// The rows of `handid embed`'s output with the image path of each.
 fn embeddings(file: &Path) -> Vec<(PathBuf, Vec<f32>)> {

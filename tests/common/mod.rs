@@ -1,6 +1,8 @@
 //! Helpers shared by the parity tests: reading reference tensors and comparing rows.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
