@@ -58,19 +58,7 @@ pub fn into_flex<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<Fle
     if tensor.dtype() != DType::F32 || !is_flex::<B>() {
         return Err(tensor);
     }
-    match tensor.into_primitive() {
-        TensorPrimitive::Float(primitive) => {
-            let any: Box<dyn Any> = Box::new(primitive);
-            match any.downcast::<FlexTensor>() {
-                Ok(flex) => Ok(*flex),
-                Err(any) => {
-                    let primitive = any.downcast::<B::FloatTensorPrimitive>().expect("the primitive just boxed");
-                    Err(Tensor::from_primitive(TensorPrimitive::Float(*primitive)))
-                }
-            }
-        }
-        quantized => Err(Tensor::from_primitive(quantized)),
-    }
+    downcast(tensor)
 }
 
 /// `tensor` as a Burn tensor of `B`, for `B` whose tensors [`into_flex`] opened.
@@ -79,8 +67,31 @@ pub fn into_flex<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<Fle
 /// If `B`'s float tensors are not [`FlexTensor`]s (a programming error: call it only with a
 /// backend for which [`into_flex`] returned `Ok`).
 pub fn from_flex<B: Backend, const D: usize>(tensor: FlexTensor) -> Tensor<B, D> {
-    let any: Box<dyn Any> = Box::new(tensor);
-    let primitive = any.downcast::<B::FloatTensorPrimitive>().expect("from_flex on a flex backend");
+    upcast(tensor)
+}
+
+/// The float primitive of `tensor` as a `P`, if `P` is `B`'s float primitive; the tensor back
+/// otherwise.
+fn downcast<B: Backend, P: 'static, const D: usize>(tensor: Tensor<B, D>) -> Result<P, Tensor<B, D>> {
+    match tensor.into_primitive() {
+        TensorPrimitive::Float(primitive) => {
+            let any: Box<dyn Any> = Box::new(primitive);
+            any.downcast::<P>().map(|p| *p).map_err(|any| {
+                let primitive = any.downcast::<B::FloatTensorPrimitive>().expect("the primitive just boxed");
+                Tensor::from_primitive(TensorPrimitive::Float(*primitive))
+            })
+        }
+        quantized => Err(Tensor::from_primitive(quantized)),
+    }
+}
+
+/// `primitive` as a float tensor of `B`.
+///
+/// # Panics
+/// If `P` is not `B`'s float primitive (only called with what [`downcast`] returned).
+fn upcast<B: Backend, P: 'static, const D: usize>(primitive: P) -> Tensor<B, D> {
+    let any: Box<dyn Any> = Box::new(primitive);
+    let primitive = any.downcast::<B::FloatTensorPrimitive>().expect("upcast of B's own primitive");
     Tensor::from_primitive(TensorPrimitive::Float(*primitive))
 }
 

@@ -12,7 +12,7 @@
 //!
 //! The tests compare values and gradients with the generic ops on the same inputs.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -21,7 +21,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use burn::tensor::{DType, TensorPrimitive};
+use burn::tensor::DType;
 use rayon::prelude::*;
 
 use super::{SharedMut, math};
@@ -40,27 +40,15 @@ fn into_autodiff_flex<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Resul
     if tensor.dtype() != DType::F32 || !is_autodiff_flex::<B>() {
         return Err(tensor);
     }
-    match tensor.into_primitive() {
-        TensorPrimitive::Float(primitive) => {
-            let any: Box<dyn Any> = Box::new(primitive);
-            match any.downcast::<AutodiffFlexTensor>() {
-                Ok(tensor) if tensor.primitive.dtype() == DType::F32 => Ok(*tensor),
-                Ok(tensor) => Err(from_autodiff_flex(*tensor)),
-                Err(any) => {
-                    let primitive = any.downcast::<B::FloatTensorPrimitive>().expect("the primitive just boxed");
-                    Err(Tensor::from_primitive(TensorPrimitive::Float(*primitive)))
-                }
-            }
-        }
-        quantized => Err(Tensor::from_primitive(quantized)),
+    match super::downcast::<B, AutodiffFlexTensor, D>(tensor)? {
+        tensor if tensor.primitive.dtype() == DType::F32 => Ok(tensor),
+        tensor => Err(from_autodiff_flex(tensor)),
     }
 }
 
 /// `tensor` as a Burn tensor of `B`; only called with tensors from [`into_autodiff_flex`].
 fn from_autodiff_flex<B: Backend, const D: usize>(tensor: AutodiffFlexTensor) -> Tensor<B, D> {
-    let any: Box<dyn Any> = Box::new(tensor);
-    let primitive = any.downcast::<B::FloatTensorPrimitive>().expect("from_autodiff_flex on Autodiff<Flex>");
-    Tensor::from_primitive(TensorPrimitive::Float(*primitive))
+    super::upcast(tensor)
 }
 
 /// [`super::attention_packed`] on `Autodiff<Flex>`, or `Err(qkv)` on any other backend.
