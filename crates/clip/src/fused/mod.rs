@@ -33,13 +33,22 @@
 //! - [`layer_norm`]: flex's own layer norm is already one pass; on `Autodiff<Flex>` the generic
 //!   one is eight recorded operations (mean, subtraction, square, mean, sqrt, division, scale,
 //!   shift) with their backward passes, here one operation each way.
+//! - [`conv2d`]: every convolution of the encoders (the ViT's patch embedding, the
+//!   ModifiedResNet's) as one product per image in NCHW layout, forward and backward (`conv`):
+//!   flex converts each input to channels-last and builds and multiplies the columns in tiles.
 //! - training (`Autodiff<Flex>`): attention keeps its softmax probabilities and computes the
 //!   gradient of the packed projection directly; QuickGELU's backward is one pass.
 
+mod conv;
 mod math;
+mod product;
 mod train;
 
+pub use conv::conv2d;
+
 pub(crate) use train::AttentionDims;
+
+use product::{Threads, gemm_f32};
 
 use std::any::{Any, TypeId};
 
@@ -186,26 +195,15 @@ fn attention_flex(qkv: &FlexTensor, dims: AttentionDims, probabilities: Option<&
             // which belongs to this task alone.
             unsafe {
                 // scores[i, j] = scale * q_i . k_j: k read transposed through its strides.
-                gemm::gemm(
-                    tokens,
-                    tokens,
-                    head_dim,
-                    scores.as_mut_ptr(),
-                    1,
-                    tokens as isize,
-                    false,
-                    q.as_ptr(),
-                    1,
-                    row,
-                    k.as_ptr(),
-                    row,
-                    1,
-                    0.0,
+                let dst = (scores.as_mut_ptr(), tokens as isize, 1);
+                gemm_f32(
+                    [tokens, tokens, head_dim],
+                    dst,
+                    (q.as_ptr(), row, 1),
+                    (k.as_ptr(), 1, row),
                     scale,
                     false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                    Threads::One,
                 );
             }
             for (i, r) in scores.chunks_exact_mut(tokens).enumerate() {
@@ -213,27 +211,9 @@ fn attention_flex(qkv: &FlexTensor, dims: AttentionDims, probabilities: Option<&
             }
             unsafe {
                 // out[b, i, head] = sum_j p[i, j] v_j
-                gemm::gemm(
-                    tokens,
-                    head_dim,
-                    tokens,
-                    dst.get().add(b * tokens * width + h * head_dim),
-                    1,
-                    width as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    tokens as isize,
-                    v.as_ptr(),
-                    1,
-                    row,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
+                let out = (dst.get().add(b * tokens * width + h * head_dim), width as isize, 1);
+                let p = (scores.as_ptr(), tokens as isize, 1);
+                gemm_f32([tokens, head_dim, tokens], out, p, (v.as_ptr(), row, 1), 1.0, false, Threads::One);
             }
         },
     );
@@ -287,10 +267,37 @@ fn rows_in_place<B: Backend>(product: Tensor<B, 2>, bias: Tensor<B, 1>, op: fn(&
     from_flex(product)
 }
 
+/// `x W` for flex f32 `x` `[rows, in]` and `weight` `[in, out]`, with one piece of the product
+/// per thread (`product`: gemm's own threading is slower on these shapes).
+fn matmul_flex<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>) -> Tensor<B, 2> {
+    let ([rows, inner], [_, out]) = (x.dims(), weight.dims());
+    let (Ok(x), Ok(weight)) = (into_flex(x), into_flex(weight)) else {
+        unreachable!("flex tensors of f32, checked by the caller");
+    };
+    let (x, weight) = (contiguous(&x), contiguous(&weight));
+    let (a, w): (&[f32], &[f32]) = (x.as_slice().expect("contiguous f32"), weight.as_slice().expect("contiguous f32"));
+    assert_eq!((a.len(), w.len()), (rows * inner, inner * out), "linear: [rows, in] x [in, out]");
+    let mut y = vec![0.0f32; rows * out];
+    // SAFETY: the three row-major matrices are exactly the slices' extents.
+    unsafe {
+        gemm_f32(
+            [rows, out, inner],
+            (y.as_mut_ptr(), out as isize, 1),
+            (a.as_ptr(), inner as isize, 1),
+            (w.as_ptr(), out as isize, 1),
+            1.0,
+            false,
+            Threads::All,
+        );
+    }
+    from_flex(FlexTensor::from_data(TensorData::new(y, [rows, out])))
+}
+
 /// The bias of `linear` when the fused path applies to it and to `x`.
 fn fused_bias<B: Backend>(linear: &Linear<B>, x: &Tensor<B, 2>) -> Option<Tensor<B, 1>> {
     let bias = linear.bias.as_ref()?.val();
-    (is_flex::<B>() && bias.dtype() == DType::F32 && x.dtype() == DType::F32).then_some(bias)
+    let f32s = [bias.dtype(), x.dtype(), linear.weight.val().dtype()].iter().all(|&d| d == DType::F32);
+    (is_flex::<B>() && f32s).then_some(bias)
 }
 
 /// `linear.forward(x)` for `x` `[.., in]`, computed as one 2-d product (why: the module docs); on
@@ -298,7 +305,7 @@ fn fused_bias<B: Backend>(linear: &Linear<B>, x: &Tensor<B, 2>) -> Option<Tensor
 pub fn linear<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
     let (x, out_dims) = flatten(linear, x);
     let y = match fused_bias(linear, &x) {
-        Some(bias) => rows_in_place(x.matmul(linear.weight.val()), bias, math::bias_add_in_place),
+        Some(bias) => rows_in_place(matmul_flex(x, linear.weight.val()), bias, math::bias_add_in_place),
         None => linear.forward(x),
     };
     y.reshape(out_dims)
@@ -309,7 +316,7 @@ pub fn linear<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -
 pub fn linear_quick_gelu<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
     let (x, out_dims) = flatten(linear, x);
     let y = match fused_bias(linear, &x) {
-        Some(bias) => rows_in_place(x.matmul(linear.weight.val()), bias, math::bias_quick_gelu_in_place),
+        Some(bias) => rows_in_place(matmul_flex(x, linear.weight.val()), bias, math::bias_quick_gelu_in_place),
         None => quick_gelu(linear.forward(x)),
     };
     y.reshape(out_dims)

@@ -24,10 +24,11 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
+use super::product::{Threads, gemm_f32};
 use super::{SharedMut, math};
 
 /// The float primitive of `Autodiff<Flex>` (Burn does not export its name).
-type AutodiffFlexTensor = burn::tensor::ops::FloatTensor<Autodiff<Flex>>;
+pub(super) type AutodiffFlexTensor = burn::tensor::ops::FloatTensor<Autodiff<Flex>>;
 
 /// Whether `B` is `Autodiff<Flex>` (any checkpointing) and the fused kernels are on.
 pub(super) fn is_autodiff_flex<B: Backend>() -> bool {
@@ -36,7 +37,9 @@ pub(super) fn is_autodiff_flex<B: Backend>() -> bool {
 
 /// The `Autodiff<Flex>` primitive inside `tensor`, if that is `B`'s and the tensor is f32 and
 /// the fused kernels are on; the tensor back otherwise.
-fn into_autodiff_flex<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<AutodiffFlexTensor, Tensor<B, D>> {
+pub(super) fn into_autodiff_flex<B: Backend, const D: usize>(
+    tensor: Tensor<B, D>,
+) -> Result<AutodiffFlexTensor, Tensor<B, D>> {
     if tensor.dtype() != DType::F32 || !is_autodiff_flex::<B>() {
         return Err(tensor);
     }
@@ -47,7 +50,7 @@ fn into_autodiff_flex<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Resul
 }
 
 /// `tensor` as a Burn tensor of `B`; only called with tensors from [`into_autodiff_flex`].
-fn from_autodiff_flex<B: Backend, const D: usize>(tensor: AutodiffFlexTensor) -> Tensor<B, D> {
+pub(super) fn from_autodiff_flex<B: Backend, const D: usize>(tensor: AutodiffFlexTensor) -> Tensor<B, D> {
     super::upcast(tensor)
 }
 
@@ -143,10 +146,26 @@ fn attention_backward(qkv: &FlexTensor, probabilities: &[f32], d_out: &FlexTenso
             unsafe {
                 let dv = dst.get().add(base + 2 * width);
                 // dV[j, :] = sum_i P[i, j] dO[i, :]
-                gemm_f32(tokens, head_dim, tokens, (dv, row, 1), (p.as_ptr(), 1, t), (d_o.as_ptr(), w, 1), 1.0);
+                gemm_f32(
+                    [tokens, head_dim, tokens],
+                    (dv, row, 1),
+                    (p.as_ptr(), 1, t),
+                    (d_o.as_ptr(), w, 1),
+                    1.0,
+                    false,
+                    Threads::One,
+                );
                 // dP[i, j] = dO[i, :] . V[j, :]
                 let ds = d_scores.as_mut_ptr();
-                gemm_f32(tokens, tokens, head_dim, (ds, t, 1), (d_o.as_ptr(), w, 1), (v.as_ptr(), 1, row), 1.0);
+                gemm_f32(
+                    [tokens, tokens, head_dim],
+                    (ds, t, 1),
+                    (d_o.as_ptr(), w, 1),
+                    (v.as_ptr(), 1, row),
+                    1.0,
+                    false,
+                    Threads::One,
+                );
             }
             for (d_row, p_row) in d_scores.chunks_exact_mut(tokens).zip(p.chunks_exact(tokens)) {
                 math::softmax_backward_in_place(d_row, p_row);
@@ -155,55 +174,30 @@ fn attention_backward(qkv: &FlexTensor, probabilities: &[f32], d_out: &FlexTenso
                 let (dq, dk) = (dst.get().add(base), dst.get().add(base + width));
                 let ds = d_scores.as_ptr();
                 // dQ[i, :] = scale sum_j dS[i, j] K[j, :]
-                gemm_f32(tokens, head_dim, tokens, (dq, row, 1), (ds, t, 1), (k.as_ptr(), row, 1), scale);
+                gemm_f32(
+                    [tokens, head_dim, tokens],
+                    (dq, row, 1),
+                    (ds, t, 1),
+                    (k.as_ptr(), row, 1),
+                    scale,
+                    false,
+                    Threads::One,
+                );
                 // dK[j, :] = scale sum_i dS[i, j] Q[i, :]
-                gemm_f32(tokens, head_dim, tokens, (dk, row, 1), (ds, 1, t), (q.as_ptr(), row, 1), scale);
+                gemm_f32(
+                    [tokens, head_dim, tokens],
+                    (dk, row, 1),
+                    (ds, 1, t),
+                    (q.as_ptr(), row, 1),
+                    scale,
+                    false,
+                    Threads::One,
+                );
             }
         },
     );
     let shape = burn::tensor::Shape::new([batch, tokens, 3 * width]);
     FlexTensor::from_data(burn::tensor::TensorData::new(d_qkv, shape))
-}
-
-/// `dst = factor lhs rhs` for an `m x k` and a `k x n` matrix, each given as (pointer, row
-/// stride, column stride), on the calling thread.
-///
-/// # Safety
-/// Every element the strides reach must be inside its allocation, and `dst`'s must not be read
-/// or written by anyone else meanwhile.
-unsafe fn gemm_f32(
-    m: usize,
-    n: usize,
-    k: usize,
-    (dst, dst_rs, dst_cs): (*mut f32, isize, isize),
-    (lhs, lhs_rs, lhs_cs): (*const f32, isize, isize),
-    (rhs, rhs_rs, rhs_cs): (*const f32, isize, isize),
-    factor: f32,
-) {
-    // SAFETY: the caller's.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            dst_cs,
-            dst_rs,
-            false,
-            lhs,
-            lhs_cs,
-            lhs_rs,
-            rhs,
-            rhs_cs,
-            rhs_rs,
-            0.0,
-            factor,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
 }
 
 /// [`crate::attention::quick_gelu`] on `Autodiff<Flex>`, or `Err(x)` on any other backend.

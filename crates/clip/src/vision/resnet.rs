@@ -13,6 +13,7 @@ use super::batch_norm::BatchNorm2d;
 use super::{VisionOutput, resized_position_param};
 use crate::config::ResNetConfig;
 use crate::error::ClipError;
+use crate::fused::conv2d;
 use crate::init::normal;
 use crate::trace::Trace;
 
@@ -23,37 +24,6 @@ fn conv<B: Backend>(channels: [usize; 2], kernel: usize, stride: usize, device: 
         .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
         .with_bias(false)
         .init(device)
-}
-
-/// `conv.forward(x)`, with a 1x1 convolution (stride 1, no padding, one group) computed as the
-/// matrix product it is: `[out, in] @ [in, h * w]` per image, straight in NCHW layout.
-///
-/// Why not `Conv2d::forward`: burn-cubecl 0.21's convolution returns wrong values for some
-/// 1x1 shapes (found on `wgpu`: `[2, 8, 16, 16]` -> 32 channels, cosine 0.70 to the right
-/// answer, while batches of 1 and 3 were right; `tests/embed.rs` and `tests/clip_parity.rs`
-/// catch it on `CLIP_HANDID_TEST_BACKEND=wgpu`). The product is the same operation on every
-/// backend, so no backend is special-cased.
-pub(crate) fn conv_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let pointwise = conv.kernel_size == [1, 1]
-        && conv.stride == [1, 1]
-        && conv.dilation == [1, 1]
-        && conv.groups == 1
-        && matches!(
-            conv.padding,
-            PaddingConfig2d::Valid | PaddingConfig2d::Same | PaddingConfig2d::Explicit(0, 0, 0, 0)
-        );
-    if !pointwise {
-        return conv.forward(x);
-    }
-    let [batch, channels, h, w] = x.dims();
-    let weight = conv.weight.val(); // [out, in, 1, 1]
-    let out = weight.dims()[0];
-    let y = weight.reshape([1, out, channels]).matmul(x.reshape([batch, channels, h * w])); // [batch, out, h * w]
-    let y = match &conv.bias {
-        Some(bias) => y + bias.val().reshape([1, out, 1]),
-        None => y,
-    };
-    y.reshape([batch, out, h, w])
 }
 
 fn pool<B: Backend>(x: Tensor<B, 4>, stride: usize) -> Tensor<B, 4> {
@@ -110,11 +80,11 @@ impl<B: Backend> Bottleneck<B> {
 
     /// `x` `[batch, inplanes, h, w]` -> `[batch, 4 planes, h / stride, w / stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = self.bn1.forward_relu(conv_forward(&self.conv1, x.clone()));
-        let out = self.bn2.forward_relu(self.conv2.forward(out));
-        let out = self.bn3.forward(conv_forward(&self.conv3, pool(out, self.stride)));
+        let out = self.bn1.forward_relu(conv2d(&self.conv1, x.clone()));
+        let out = self.bn2.forward_relu(conv2d(&self.conv2, out));
+        let out = self.bn3.forward(conv2d(&self.conv3, pool(out, self.stride)));
         let identity = match &self.downsample {
-            Some(down) => down.bn.forward(conv_forward(&down.conv, pool(x, self.stride))),
+            Some(down) => down.bn.forward(conv2d(&down.conv, pool(x, self.stride))),
             None => x,
         };
         crate::fused::add_relu(out, identity)
@@ -269,9 +239,9 @@ impl<B: Backend> ModifiedResNet<B> {
 
     /// The layer4 feature map `[batch, channels, h / (16 stride), w / (16 stride)]`.
     pub fn feature_map(&self, pixels: Tensor<B, 4>, mut trace: Option<&mut Trace>) -> Tensor<B, 4> {
-        let x = self.bn1.forward_relu(self.conv1.forward(pixels));
-        let x = self.bn2.forward_relu(self.conv2.forward(x));
-        let x = self.bn3.forward_relu(self.conv3.forward(x));
+        let x = self.bn1.forward_relu(conv2d(&self.conv1, pixels));
+        let x = self.bn2.forward_relu(conv2d(&self.conv2, x));
+        let x = self.bn3.forward_relu(conv2d(&self.conv3, x));
         let mut x = pool(x, 2); // [batch, width, h/4, w/4]
         if let Some(t) = trace.as_deref_mut() {
             t.record("vision.stem", &x);

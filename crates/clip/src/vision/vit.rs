@@ -110,7 +110,7 @@ impl<B: Backend> VisionTransformer<B> {
 
     /// As [`forward`](Self::forward), recording `vision.*` activations into `trace`.
     pub fn forward_traced(&self, pixels: Tensor<B, 4>, mut trace: Option<&mut Trace>) -> VitTokens<B> {
-        let patches = self.conv1.forward(pixels); // [batch, width, grid_h, grid_w]
+        let patches = crate::fused::conv2d(&self.conv1, pixels); // [batch, width, grid_h, grid_w]
         let [batch, width, grid_h, grid_w] = patches.dims();
         let patches = patches.reshape([batch, width, grid_h * grid_w]).swap_dims(1, 2); // [batch, patches, width]
         if let Some(t) = trace.as_deref_mut() {

@@ -1,0 +1,167 @@
+//! The one wrapper around `gemm::gemm` for the fused kernels: matrices as (pointer, row stride,
+//! column stride), and a product on all threads that gives each thread one piece of its own.
+//!
+//! Why not gemm's own threading (`Parallelism::Rayon`): on the shapes of these models and two
+//! threads it cuts a product into many pieces with a synchronisation between them, and ran at
+//! 0.5 to 0.9 times the speed of two halves on one thread each (the ModifiedResNet's
+//! convolutions at batch 1 and the linears of one ViT image, measured with the `kernels` bench
+//! shapes; docs/BENCHMARKS.md).
+
+use rayon::prelude::*;
+
+/// A matrix for gemm: (first element, row stride, column stride), in elements.
+pub(super) type Matrix<P> = (P, isize, isize);
+
+/// How a product is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Threads {
+    /// On the calling thread (the caller runs tasks in parallel).
+    One,
+    /// Split along the larger of `m` and `n` into one piece per thread of the rayon pool.
+    All,
+}
+
+/// `dst = factor lhs rhs`, or `dst += factor lhs rhs` when `accumulate`, for `lhs` `m x k` and
+/// `rhs` `k x n` (`[m, n, k]`).
+///
+/// # Safety
+/// Every element the strides reach must be inside its allocation, and `dst`'s must not be read
+/// or written by anyone else meanwhile.
+pub(super) unsafe fn gemm_f32(
+    [m, n, k]: [usize; 3],
+    dst: Matrix<*mut f32>,
+    lhs: Matrix<*const f32>,
+    rhs: Matrix<*const f32>,
+    factor: f32,
+    accumulate: bool,
+    threads: Threads,
+) {
+    let pieces = match threads {
+        Threads::One => 1,
+        Threads::All => rayon::current_num_threads(),
+    };
+    if pieces <= 1 || m * n * k < 1 << 18 {
+        // SAFETY: the caller's.
+        unsafe { gemm_one([m, n, k], dst, lhs, rhs, factor, accumulate) };
+        return;
+    }
+    // Along m, whole panels of gemm's 64-row (AVX-512) kernel; along n, of 16 columns.
+    let (len, align) = if m >= n { (m, 64) } else { (n, 16) };
+    let step = len.div_ceil(pieces).div_ceil(align) * align;
+    let (dst, lhs, rhs) = (Shared(dst), Shared(lhs), Shared(rhs));
+    (0..len.div_ceil(step)).into_par_iter().for_each(|piece| {
+        let (start, size) = (piece * step, step.min(len - piece * step));
+        let (d, l, r) = (dst.get(), lhs.get(), rhs.get());
+        // SAFETY: each piece reads the caller's matrices inside their bounds and writes its own
+        // rows (or columns) of `dst`, which no other piece touches.
+        unsafe {
+            if m >= n {
+                let d = (d.0.offset(start as isize * d.1), d.1, d.2);
+                let l = (l.0.offset(start as isize * l.1), l.1, l.2);
+                gemm_one([size, n, k], d, l, r, factor, accumulate);
+            } else {
+                let d = (d.0.offset(start as isize * d.2), d.1, d.2);
+                let r = (r.0.offset(start as isize * r.2), r.1, r.2);
+                gemm_one([m, size, k], d, l, r, factor, accumulate);
+            }
+        }
+    });
+}
+
+/// [`gemm_f32`] on the calling thread.
+///
+/// # Safety
+/// As [`gemm_f32`].
+unsafe fn gemm_one(
+    [m, n, k]: [usize; 3],
+    (dst, dst_rs, dst_cs): Matrix<*mut f32>,
+    (lhs, lhs_rs, lhs_cs): Matrix<*const f32>,
+    (rhs, rhs_rs, rhs_cs): Matrix<*const f32>,
+    factor: f32,
+    accumulate: bool,
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs,
+            dst_rs,
+            accumulate,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            if accumulate { 1.0 } else { 0.0 },
+            factor,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// A matrix the pieces of one product share (each writes only its own part of `dst`).
+#[derive(Clone, Copy)]
+struct Shared<P>(Matrix<P>);
+// SAFETY: see `gemm_f32`: the pieces write disjoint parts, and read-only matrices are shared.
+unsafe impl<P> Send for Shared<P> {}
+unsafe impl<P> Sync for Shared<P> {}
+
+impl<P: Copy> Shared<P> {
+    fn get(self) -> Matrix<P> {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The product by definition, in f64.
+    fn naive(a: &[f32], b: &[f32], [m, n, k]: [usize; 3]) -> Vec<f32> {
+        let mut c = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn split_products_match_the_definition_on_any_pool() {
+        // Shapes taller than wide, wider than tall, not multiples of the alignment, and one
+        // below the size that is split at all; accumulation and a factor.
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
+            pool.install(|| {
+                for dims @ [m, n, k] in [[200, 37, 50], [37, 300, 41], [131, 129, 33], [5, 7, 3]] {
+                    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+                    let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 - 5.0).collect();
+                    let want = naive(&a, &b, dims);
+                    let mut c = vec![1.0f32; m * n];
+                    let (lhs, rhs) = ((a.as_ptr(), k as isize, 1), (b.as_ptr(), n as isize, 1));
+                    // SAFETY: the matrices are the vectors' row-major layouts.
+                    unsafe { gemm_f32(dims, (c.as_mut_ptr(), n as isize, 1), lhs, rhs, 2.0, true, Threads::All) };
+                    for (got, want) in c.iter().zip(&want) {
+                        assert_eq!(*got, 1.0 + 2.0 * want, "{dims:?} on {threads} threads");
+                    }
+                    // Transposed destination (column-major), overwritten.
+                    let mut t = vec![9.0f32; m * n];
+                    unsafe { gemm_f32(dims, (t.as_mut_ptr(), 1, m as isize), lhs, rhs, 1.0, false, Threads::All) };
+                    for i in 0..m {
+                        for j in 0..n {
+                            assert_eq!(t[j * m + i], want[i * n + j], "{dims:?} transposed on {threads} threads");
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
