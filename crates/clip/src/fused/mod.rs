@@ -37,14 +37,19 @@
 //!   ModifiedResNet's) as one product per image in NCHW layout, forward and backward (`conv`):
 //!   flex converts each input to channels-last and builds and multiplies the columns in tiles.
 //! - training (`Autodiff<Flex>`): attention keeps its softmax probabilities and computes the
-//!   gradient of the packed projection directly; QuickGELU's backward is one pass.
+//!   gradient of the packed projection directly; QuickGELU's backward is one pass; the
+//!   ModifiedResNet's BatchNorm with batch statistics (+ ReLU) is one operation each way
+//!   (`batch_norm`).
 
+mod batch_norm;
 mod conv;
 mod math;
 mod product;
 mod train;
 
 pub use conv::conv2d;
+
+pub(crate) use batch_norm::batch_norm_train;
 
 pub(crate) use train::AttentionDims;
 

@@ -51,25 +51,46 @@ impl<B: Backend> BatchNorm2d<B> {
     }
 
     fn normalize(&self, x: Tensor<B, 4>, relu: bool) -> Tensor<B, 4> {
+        if !B::ad_enabled(&x.device()) {
+            return self.affine(x, self.running_mean.value(), self.running_var.value(), relu);
+        }
+        let [batch, _, h, w] = x.dims();
+        // On Autodiff<Flex> one operation with its own backward pass (`fused`).
+        match crate::fused::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon, relu) {
+            Ok((y, mean, var)) => {
+                self.update_running(mean, var, batch * h * w);
+                y
+            }
+            Err((x, _, _)) => self.normalize_batch(x, relu),
+        }
+    }
+
+    /// Training mode with Burn's generic ops: batch statistics, differentiable.
+    fn normalize_batch(&self, x: Tensor<B, 4>, relu: bool) -> Tensor<B, 4> {
         let [batch, channels, h, w] = x.dims();
-        let (mean, var) = if B::ad_enabled(&x.device()) {
-            let rows = x.clone().reshape([batch * channels, h * w]); // [batch * channels, h * w]
-            let per_row =
-                |v: Tensor<B, 1>| v.reshape([1, channels]).repeat_dim(0, batch).reshape([batch * channels, 1]);
-            let mean = rows.clone().mean_dim(1).reshape([batch, channels]).mean_dim(0).reshape([channels]);
-            let centered = rows - per_row(mean.clone());
-            let var = centered.square().mean_dim(1).reshape([batch, channels]).mean_dim(0).reshape([channels]);
-            let n = (batch * h * w) as f64;
-            let unbiased = var.clone().detach().mul_scalar(n / (n - 1.0).max(1.0));
-            let m = self.momentum;
-            let running_mean = self.running_mean.value_sync().mul_scalar(1.0 - m) + mean.clone().detach().mul_scalar(m);
-            let running_var = self.running_var.value_sync().mul_scalar(1.0 - m) + unbiased.mul_scalar(m);
-            self.running_mean.update(running_mean.detach());
-            self.running_var.update(running_var.detach());
-            (mean, var)
-        } else {
-            (self.running_mean.value(), self.running_var.value())
-        };
+        let rows = x.clone().reshape([batch * channels, h * w]); // [batch * channels, h * w]
+        let per_row = |v: Tensor<B, 1>| v.reshape([1, channels]).repeat_dim(0, batch).reshape([batch * channels, 1]);
+        let mean = rows.clone().mean_dim(1).reshape([batch, channels]).mean_dim(0).reshape([channels]);
+        let centered = rows - per_row(mean.clone());
+        let var = centered.square().mean_dim(1).reshape([batch, channels]).mean_dim(0).reshape([channels]);
+        self.update_running(mean.clone().detach(), var.clone().detach(), batch * h * w);
+        self.affine(x, mean, var, relu)
+    }
+
+    /// Moves the running statistics towards the batch's `mean` and biased `var` over `n` values
+    /// per channel (the running variance takes the unbiased one, as PyTorch does).
+    fn update_running(&self, mean: Tensor<B, 1>, var: Tensor<B, 1>, n: usize) {
+        let n = n as f64;
+        let unbiased = var.mul_scalar(n / (n - 1.0).max(1.0));
+        let m = self.momentum;
+        let running_mean = self.running_mean.value_sync().mul_scalar(1.0 - m) + mean.mul_scalar(m);
+        let running_var = self.running_var.value_sync().mul_scalar(1.0 - m) + unbiased.mul_scalar(m);
+        self.running_mean.update(running_mean.detach());
+        self.running_var.update(running_var.detach());
+    }
+
+    /// `(x - mean) / sqrt(var + epsilon) * gamma + beta` per channel, then ReLU when `relu`.
+    fn affine(&self, x: Tensor<B, 4>, mean: Tensor<B, 1>, var: Tensor<B, 1>, relu: bool) -> Tensor<B, 4> {
         let scale = self.gamma.val() / var.add_scalar(self.epsilon).sqrt(); // [channels]
         let shift = self.beta.val() - mean * scale.clone();
         // x * scale + shift per channel (on the `[batch * channels, h * w]` view off flex).
@@ -116,6 +137,50 @@ mod tests {
             let c = (i / 4) % 3;
             let want = (v - running_mean[c]) / (running_var[c] + 1e-5).sqrt() * gamma[c] + beta[c];
             assert!((y[i] - want).abs() < 1e-5);
+        }
+    }
+
+    /// The fused training operation on Autodiff<Flex> against the generic graph: values, the
+    /// gradients of input, gamma and beta, and the running statistics, with and without ReLU.
+    #[test]
+    fn the_fused_training_step_matches_the_generic_graph() {
+        let device = Default::default();
+        let [batch, channels, h, w] = [3, 5, 7, 6];
+        let len = batch * channels * h * w;
+        let values: Vec<f32> = (0..len).map(|i| ((i * 37) % 101) as f32 / 25.0 - 1.5 + (i % 5) as f32).collect();
+        let weights: Vec<f32> = (0..len).map(|i| ((i * 13) % 29) as f32 / 14.0 - 1.0).collect();
+        for relu in [false, true] {
+            let run = |fused: bool| {
+                let mut bn = BatchNorm2d::<Autodiff<Flex>>::new(channels, &device);
+                bn.gamma = Param::from_tensor(Tensor::from_floats([1.0, 2.0, 0.5, -1.0, 0.1], &device));
+                bn.beta = Param::from_tensor(Tensor::from_floats([0.0, -1.0, 0.25, 0.5, 2.0], &device));
+                let x = Tensor::<Autodiff<Flex>, 4>::from_data(
+                    TensorData::new(values.clone(), [batch, channels, h, w]),
+                    &device,
+                )
+                .require_grad();
+                let y = if fused { bn.normalize(x.clone(), relu) } else { bn.normalize_batch(x.clone(), relu) };
+                let g = Tensor::from_data(TensorData::new(weights.clone(), [batch, channels, h, w]), &device);
+                let grads = (y.clone() * g).sum().backward();
+                let vec = |t: Tensor<Flex, 1>| t.into_data().to_vec::<f32>().unwrap();
+                (
+                    y.into_data().to_vec::<f32>().unwrap(),
+                    x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(),
+                    vec(bn.gamma.grad(&grads).unwrap()),
+                    vec(bn.beta.grad(&grads).unwrap()),
+                    vec(bn.running_mean.value_sync().inner()),
+                    vec(bn.running_var.value_sync().inner()),
+                )
+            };
+            let (ours, theirs) = (run(true), run(false));
+            let worst = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(worst(&ours.0, &theirs.0) < 1e-5, "relu {relu}: values {}", worst(&ours.0, &theirs.0));
+            assert!(worst(&ours.1, &theirs.1) < 1e-5, "relu {relu}: dx {}", worst(&ours.1, &theirs.1));
+            assert!(worst(&ours.2, &theirs.2) < 1e-4, "relu {relu}: d gamma {}", worst(&ours.2, &theirs.2));
+            assert!(worst(&ours.3, &theirs.3) < 1e-4, "relu {relu}: d beta {}", worst(&ours.3, &theirs.3));
+            assert!(worst(&ours.4, &theirs.4) < 1e-6, "relu {relu}: running mean");
+            assert!(worst(&ours.5, &theirs.5) < 1e-5, "relu {relu}: running var");
+            assert!(ours.1.iter().any(|&v| v != 0.0) && ours.2.iter().all(|&v| v != 0.0));
         }
     }
 }
