@@ -35,7 +35,8 @@
 //!   shift) with their backward passes, here one operation each way.
 //! - [`conv2d`]: every convolution of the encoders (the ViT's patch embedding, the
 //!   ModifiedResNet's) as one product per image in NCHW layout, forward and backward (`conv`):
-//!   flex converts each input to channels-last and builds and multiplies the columns in tiles.
+//!   flex converts each input to channels-last and builds and multiplies the columns in tiles;
+//!   the average pools with the window equal to the stride (`pool`) in one pass each way.
 //! - training (`Autodiff<Flex>`): attention keeps its softmax probabilities and computes the
 //!   gradient of the packed projection directly; QuickGELU's backward is one pass; the
 //!   ModifiedResNet's BatchNorm with batch statistics (+ ReLU) is one operation each way
@@ -44,12 +45,14 @@
 mod batch_norm;
 mod conv;
 mod math;
+mod pool;
 mod product;
 mod train;
 
 pub use conv::conv2d;
 
 pub(crate) use batch_norm::batch_norm_train;
+pub(crate) use pool::avg_pool;
 
 pub(crate) use train::AttentionDims;
 

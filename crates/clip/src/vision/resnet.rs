@@ -6,7 +6,7 @@ use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::module::{attention, avg_pool2d};
+use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::batch_norm::BatchNorm2d;
@@ -27,7 +27,8 @@ fn conv<B: Backend>(channels: [usize; 2], kernel: usize, stride: usize, device: 
 }
 
 fn pool<B: Backend>(x: Tensor<B, 4>, stride: usize) -> Tensor<B, 4> {
-    if stride == 1 { x } else { avg_pool2d(x, [stride, stride], [stride, stride], [0, 0], true, false) }
+    // avg_pool2d(x, stride, stride, padding 0, count_include_pad, floor), as torch's AvgPool2d(stride).
+    crate::fused::avg_pool(x, stride)
 }
 
 /// The shortcut of a bottleneck whose shape changes: average pool, 1x1 conv, BN
@@ -125,11 +126,11 @@ impl<B: Backend> AttentionPool2d<B> {
             let len = t.dims()[1];
             t.reshape([batch, len, self.heads, head_dim]).swap_dims(1, 2) // [batch, heads, len, head_dim]
         };
-        let q = split_heads(self.q_proj.forward(tokens.clone().narrow(1, 0, 1)));
-        let k = split_heads(self.k_proj.forward(tokens.clone()));
-        let v = split_heads(self.v_proj.forward(tokens));
+        let q = split_heads(crate::fused::linear(&self.q_proj, tokens.clone().narrow(1, 0, 1)));
+        let k = split_heads(crate::fused::linear(&self.k_proj, tokens.clone()));
+        let v = split_heads(crate::fused::linear(&self.v_proj, tokens));
         let out = attention(q, k, v, None, None, AttentionModuleOptions::default()); // [batch, heads, 1, head_dim]
-        self.c_proj.forward(out.reshape([batch, channels])) // [batch, embed_dim]
+        crate::fused::linear(&self.c_proj, out.reshape([batch, channels])) // [batch, embed_dim]
     }
 }
 
