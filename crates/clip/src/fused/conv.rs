@@ -290,7 +290,7 @@ pub(crate) fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> Vec<f
     let out = SharedMut(y.as_mut_ptr());
     // One task per (image, band of output rows): a batch smaller than the pool is cut into
     // bands so that every thread has a product of its own (gemm's own threading splits these
-    // shapes into many synchronised pieces and ran at half the speed, `kernels` bench).
+    // shapes into many synchronised pieces: `product`).
     let threads = rayon::current_num_threads();
     let bands = if g.batch >= threads { 1 } else { threads.div_ceil(g.batch).min(g.oh) };
     let band_rows = g.oh.div_ceil(bands);

@@ -3,9 +3,9 @@
 //!
 //! Why not gemm's own threading (`Parallelism::Rayon`): on the shapes of these models and two
 //! threads it cuts a product into many pieces with a synchronisation between them, and ran at
-//! 0.5 to 0.9 times the speed of two halves on one thread each (the ModifiedResNet's
-//! convolutions at batch 1 and the linears of one ViT image, measured with the `kernels` bench
-//! shapes; docs/BENCHMARKS.md).
+//! 0.5 to 0.9 times the speed of two halves on one thread each on the ModifiedResNet's 3x3
+//! convolutions of one image, and at 0.75 to 1.1 times on the ViT's and the text encoder's
+//! linears (`scripts/bench/gemm-threads`, docs/BENCHMARKS.md).
 
 use rayon::prelude::*;
 
