@@ -7,34 +7,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use clip_handid::handid::data::SyntheticHands;
 use clip_handid::handid::provenance::sha256_file;
 use common::TempDir;
+use common::cli::{CONFIG, WEIGHTS, handid, s};
 use serde_json::Value;
-
-/// Small CLIP weights (a ModifiedResNet for 64 x 64 images, random parameters) and their
-/// architecture, given with `--config` (their text tower's head count does not follow OpenAI's
-/// width / 64 rule, from which it is otherwise inferred).
-const WEIGHTS: &str = "tests/fixtures/clip/resnet_tiny/weights.safetensors";
-const CONFIG: &str = "tests/fixtures/clip/resnet_tiny/config.json";
-
-fn handid(args: &[&str]) -> std::process::Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_handid")).args(args).output().expect("the handid binary runs");
-    assert!(
-        output.status.success(),
-        "handid {} failed ({}):\n{}",
-        args.join(" "),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temp path")
-}
 
 /// Builds an index of the held-out gallery with `model`, queries it with the held-out queries
 /// and returns the parsed `hits.json`.
@@ -219,7 +197,7 @@ fn train_export_index_query_on_a_folder_of_hands() {
 
     // A score of one pair, and embeddings with their provenance.
     let out = handid(&["compare", "--quiet", "--model", s(&model), s(&queries[0]), s(&queries[1])]);
-    let score: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let score: f64 = out.trim().parse().unwrap();
     assert!((-1.0001..=1.0001).contains(&score));
     let embeddings = dir.path("embeddings.safetensors");
     handid(&["embed", "--quiet", "--model", s(&model), "--out", s(&embeddings), s(&gallery)]);

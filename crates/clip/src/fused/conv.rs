@@ -108,21 +108,21 @@ fn conv2d_generic<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4>
 
 /// The shapes of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Geometry {
-    pub(crate) batch: usize,
-    pub(crate) c_in: usize,
-    pub(crate) h: usize,
-    pub(crate) w: usize,
-    pub(crate) c_out: usize,
+struct Geometry {
+    batch: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
     /// Kernel height and width.
-    pub(crate) kernel: [usize; 2],
+    kernel: [usize; 2],
     /// Stride along height and width.
-    pub(crate) stride: [usize; 2],
+    stride: [usize; 2],
     /// Zero rows above and zero columns left of the input (those below and right only bound
     /// the output size).
-    pub(crate) pad: [usize; 2],
-    pub(crate) oh: usize,
-    pub(crate) ow: usize,
+    pad: [usize; 2],
+    oh: usize,
+    ow: usize,
 }
 
 impl Geometry {
@@ -280,7 +280,7 @@ fn col2im(d_col: &[f32], g: &Geometry, d_image: &mut [f32], parallel: bool) {
 
 /// `y` `[batch, c_out, oh, ow]` of the convolution of contiguous f32 `x` `[batch, c_in, h, w]`
 /// with `weight` `[c_out, c_in, kh, kw]`, no bias.
-pub(crate) fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> Vec<f32> {
+fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> Vec<f32> {
     let (x, weight): (&[f32], &[f32]) =
         (x.as_slice().expect("contiguous f32"), weight.as_slice().expect("contiguous f32"));
     let (k, n, image_len) = (g.rows(), g.pixels(), g.c_in * g.h * g.w);
@@ -330,7 +330,7 @@ pub(crate) fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> Vec<f
 
 /// The gradients `(dx, dW)` of the convolution from `dy` `[batch, c_out, oh, ow]`, each only
 /// when asked for.
-pub(crate) fn backward(
+fn backward(
     x: &FlexTensor,
     weight: &FlexTensor,
     d_y: &FlexTensor,
