@@ -38,9 +38,19 @@ pub struct MultiHeadAttention<B: Backend> {
 impl<B: Backend> MultiHeadAttention<B> {
     /// Self-attention over `x` `[batch, tokens, width]`; `causal` masks future tokens.
     pub fn forward(&self, x: Tensor<B, 3>, causal: bool) -> Tensor<B, 3> {
+        fused::linear(&self.out_proj, self.heads(x, causal))
+    }
+
+    /// `residual + self.forward(x, causal)`, the residual added as the output projection's pieces
+    /// are finished (`fused::linear_residual`).
+    pub fn forward_residual(&self, x: Tensor<B, 3>, causal: bool, residual: Tensor<B, 3>) -> Tensor<B, 3> {
+        fused::linear_residual(&self.out_proj, self.heads(x, causal), residual)
+    }
+
+    /// The merged heads before the output projection, `[batch, tokens, width]`.
+    fn heads(&self, x: Tensor<B, 3>, causal: bool) -> Tensor<B, 3> {
         let qkv = fused::linear(&self.in_proj, x); // [batch, tokens, 3 * width]
-        let heads = fused::attention_packed(qkv, self.heads, causal); // [batch, tokens, width]
-        fused::linear(&self.out_proj, heads)
+        fused::attention_packed(qkv, self.heads, causal) // [batch, tokens, width]
     }
 }
 
@@ -69,9 +79,9 @@ pub struct ResidualAttentionBlock<B: Backend> {
 impl<B: Backend> ResidualAttentionBlock<B> {
     /// `x` `[batch, tokens, width]` -> same shape.
     pub fn forward(&self, x: Tensor<B, 3>, causal: bool) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(fused::layer_norm(&self.ln_1, x), causal);
+        let x = self.attn.forward_residual(fused::layer_norm(&self.ln_1, x.clone()), causal, x);
         let hidden = fused::linear_quick_gelu(&self.mlp.c_fc, fused::layer_norm(&self.ln_2, x.clone()));
-        x + fused::linear(&self.mlp.c_proj, hidden)
+        fused::linear_residual(&self.mlp.c_proj, hidden, x)
     }
 }
 

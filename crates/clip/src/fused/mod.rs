@@ -21,13 +21,15 @@
 //!   head split and merge around it copy q, k, v and the output. Here each `(batch, head)` is a
 //!   task on the rayon pool; the two matrix products read the packed `[tokens, 3 width]`
 //!   projection in place through strides and write the merged `[tokens, width]` layout.
-//! - [`linear_quick_gelu`]: the MLP's bias add, `x * 1.702`, `sigmoid` and the product were four
-//!   passes over the largest activation (`[tokens, 4 width]`); here one, in place, with an `exp`
-//!   that vectorises.
-//! - [`linear`]: one 2-d product for all tokens of all images, on every backend: flex's batched
-//!   matmul (what `Linear` runs on a 3-d input) packs the weight again for every image and runs
-//!   each image's product on one thread, and in training the weight's gradient of a batched
-//!   product is one product per image summed afterwards. On flex the bias is added in place.
+//! - [`linear_quick_gelu`], [`linear`], [`linear_residual`]: one 2-d product for all tokens of
+//!   all images, on every backend: flex's batched matmul (what `Linear` runs on a 3-d input)
+//!   packs the weight again for every image and runs each image's product on one thread, and in
+//!   training the weight's gradient of a batched product is one product per image summed
+//!   afterwards. On flex the product is cut into one piece per thread, and each thread adds the
+//!   bias, applies QuickGELU (with an `exp` that vectorises) and adds the residual connection to
+//!   its own piece right after computing it, while the piece is in its cache: the MLP's bias,
+//!   `x * 1.702`, `sigmoid`, the product and the residual add were five passes over the
+//!   activations, each on all threads.
 //! - [`channel_affine`] and [`add_relu`]: the ModifiedResNet's BatchNorm (+ ReLU) in evaluation
 //!   and its residual join, one pass each, in place.
 //! - [`layer_norm`]: flex's own layer norm is already one pass; on `Autodiff<Flex>` the generic
@@ -257,38 +259,60 @@ fn flatten<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -> (
     (x.reshape([rows, dims[D - 1]]), out_dims)
 }
 
-/// Applies `op` to every row of `product` (a fresh `[.., out]` flex tensor) with `bias` `[out]`,
-/// in place, on the rayon pool.
-fn rows_in_place<B: Backend>(product: Tensor<B, 2>, bias: Tensor<B, 1>, op: fn(&mut [f32], &[f32])) -> Tensor<B, 2> {
-    let (Ok(product), Ok(bias)) = (into_flex(product), into_flex(bias)) else {
-        unreachable!("flex tensors of f32, checked by the caller");
-    };
-    let bias = contiguous(&bias);
-    let bias: &[f32] = bias.as_slice().expect("contiguous f32");
-    // The product is a fresh tensor: after this it is the only owner of its buffer, so the
-    // writes below happen in place.
-    let mut product = contiguous(&{ product });
-    let values: &mut [f32] = product.storage_mut();
-    // About 64 Ki values a task: enough to amortise the scheduling, enough tasks to balance.
-    let rows_per_task = (1 << 16) / bias.len().max(1) + 1;
-    values.par_chunks_mut(rows_per_task * bias.len()).for_each(|rows| op(rows, bias));
-    from_flex(product)
+/// What follows a linear's product on flex, applied by each thread to the piece of the output
+/// it just computed (`product::gemm_f32_then`), while the piece is in its cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Activation {
+    /// `x W + b`.
+    None,
+    /// `quick_gelu(x W + b)`.
+    QuickGelu,
 }
 
-/// `x W` for flex f32 `x` `[rows, in]` and `weight` `[in, out]`, with one piece of the product
-/// per thread (`product`: gemm's own threading is slower on these shapes).
-fn matmul_flex<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>) -> Tensor<B, 2> {
+/// `residual + activation(x W + bias)` for flex f32 `x` `[rows, in]`, `weight` `[in, out]`,
+/// `bias` `[out]` and `residual` `[rows, out]`, with one piece of the product per thread
+/// (`product`: gemm's own threading is slower on these shapes), each finished with its bias,
+/// activation and residual by the thread that computed it. The sums are the generic ops' in
+/// their order, `(x W + b) + residual`, so the values are theirs.
+fn linear_flex<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+    activation: Activation,
+    residual: Option<Tensor<B, 2>>,
+) -> Tensor<B, 2> {
     let ([rows, inner], [_, out]) = (x.dims(), weight.dims());
-    let (Ok(x), Ok(weight)) = (into_flex(x), into_flex(weight)) else {
-        unreachable!("flex tensors of f32, checked by the caller");
-    };
-    let (x, weight) = (contiguous(&x), contiguous(&weight));
-    let (a, w): (&[f32], &[f32]) = (x.as_slice().expect("contiguous f32"), weight.as_slice().expect("contiguous f32"));
+    let flex = |t: Tensor<B, 2>| contiguous(&into_flex(t).unwrap_or_else(|_| unreachable!("checked by the caller")));
+    let (x, weight) = (flex(x), flex(weight));
+    let bias = bias.map(|b| contiguous(&into_flex(b).unwrap_or_else(|_| unreachable!("checked by the caller"))));
+    let residual = residual.map(flex);
+    let (a, w) = (f32s(&x), f32s(&weight));
+    let (bias, residual) = (bias.as_ref().map(f32s), residual.as_ref().map(f32s));
     assert_eq!((a.len(), w.len()), (rows * inner, inner * out), "linear: [rows, in] x [in, out]");
+    assert!(bias.is_none_or(|b| b.len() == out), "linear: the bias is [out]");
+    assert!(residual.is_none_or(|r| r.len() == rows * out), "linear: the residual is [rows, out]");
     let mut y = vec![0.0f32; rows * out];
-    // SAFETY: the three row-major matrices are exactly the slices' extents.
+    let dst = SharedMut(y.as_mut_ptr());
+    let finish = |(piece_rows, cols): product::Piece| {
+        for r in piece_rows {
+            // SAFETY: `gemm_f32_then` hands each piece to one thread, after writing it; the row's
+            // columns `cols` are inside `y` (`r < rows`, `cols.end <= out`).
+            let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(r * out + cols.start), cols.len()) };
+            match (bias, activation) {
+                (Some(b), Activation::None) => math::bias_add_in_place(row, &b[cols.clone()]),
+                (Some(b), Activation::QuickGelu) => math::bias_quick_gelu_in_place(row, &b[cols.clone()]),
+                (None, Activation::QuickGelu) => math::quick_gelu_in_place(row),
+                (None, Activation::None) => {}
+            }
+            if let Some(residual) = residual {
+                math::add_in_place(row, &residual[r * out..][cols.clone()]);
+            }
+        }
+    };
+    // SAFETY: the three row-major matrices are exactly the slices' extents; `finish` writes only
+    // the piece it is given.
     unsafe {
-        gemm_f32(
+        product::gemm_f32_then(
             [rows, out, inner],
             (y.as_mut_ptr(), out as isize, 1),
             (a.as_ptr(), inner as isize, 1),
@@ -296,36 +320,61 @@ fn matmul_flex<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>) -> Tensor<B, 2
             1.0,
             false,
             Threads::All,
+            &finish,
         );
     }
     from_flex(FlexTensor::from_data(TensorData::new(y, [rows, out])))
 }
 
-/// The bias of `linear` when the fused path applies to it and to `x`.
-fn fused_bias<B: Backend>(linear: &Linear<B>, x: &Tensor<B, 2>) -> Option<Tensor<B, 1>> {
-    let bias = linear.bias.as_ref()?.val();
-    let f32s = [bias.dtype(), x.dtype(), linear.weight.val().dtype()].iter().all(|&d| d == DType::F32);
-    (is_flex::<B>() && f32s).then_some(bias)
+/// The values of a contiguous f32 flex tensor.
+fn f32s(tensor: &FlexTensor) -> &[f32] {
+    tensor.as_slice().expect("contiguous f32")
+}
+
+/// Whether the fused path applies to `linear` and `x`: flex, and every tensor f32.
+fn fused_linear<B: Backend>(linear: &Linear<B>, x: &Tensor<B, 2>) -> bool {
+    let bias = linear.bias.as_ref().map(|b| b.val().dtype()).unwrap_or(DType::F32);
+    is_flex::<B>() && [bias, x.dtype(), linear.weight.val().dtype()].iter().all(|&d| d == DType::F32)
 }
 
 /// `linear.forward(x)` for `x` `[.., in]`, computed as one 2-d product (why: the module docs); on
-/// flex the bias is added in place.
+/// flex the bias is added to each piece of the product as it is finished.
 pub fn linear<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
     let (x, out_dims) = flatten(linear, x);
-    let y = match fused_bias(linear, &x) {
-        Some(bias) => rows_in_place(matmul_flex(x, linear.weight.val()), bias, math::bias_add_in_place),
-        None => linear.forward(x),
+    let y = if fused_linear(linear, &x) {
+        linear_flex(x, linear.weight.val(), linear.bias.as_ref().map(|b| b.val()), Activation::None, None)
+    } else {
+        linear.forward(x)
     };
     y.reshape(out_dims)
 }
 
+/// `residual + linear.forward(x)` (a residual connection after a projection); on flex the bias and
+/// the residual are added to each piece of the product as it is finished, in the order of the
+/// generic ops.
+pub fn linear_residual<B: Backend, const D: usize>(
+    linear: &Linear<B>,
+    x: Tensor<B, D>,
+    residual: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let (x, out_dims) = flatten(linear, x);
+    if !fused_linear(linear, &x) || residual.dims() != out_dims || residual.dtype() != DType::F32 {
+        return residual + linear.forward(x).reshape(out_dims);
+    }
+    let residual = residual.reshape([x.dims()[0], out_dims[D - 1]]);
+    let bias = linear.bias.as_ref().map(|b| b.val());
+    linear_flex(x, linear.weight.val(), bias, Activation::None, Some(residual)).reshape(out_dims)
+}
+
 /// `quick_gelu(linear(x))`, the CLIP MLP's first half: `y = x W + b`, then `y * sigmoid(1.702 y)`;
-/// on flex in one pass after the product.
+/// on flex the bias and the activation are applied to each piece of the product as it is
+/// finished.
 pub fn linear_quick_gelu<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
     let (x, out_dims) = flatten(linear, x);
-    let y = match fused_bias(linear, &x) {
-        Some(bias) => rows_in_place(matmul_flex(x, linear.weight.val()), bias, math::bias_quick_gelu_in_place),
-        None => quick_gelu(linear.forward(x)),
+    let y = if fused_linear(linear, &x) {
+        linear_flex(x, linear.weight.val(), linear.bias.as_ref().map(|b| b.val()), Activation::QuickGelu, None)
+    } else {
+        quick_gelu(linear.forward(x))
     };
     y.reshape(out_dims)
 }
@@ -499,6 +548,45 @@ mod tests {
         let fused = linear_quick_gelu(&flex, Tensor::<Flex, 3>::from_data(x, &device));
         let reference = crate::attention::quick_gelu(reference);
         assert_close(fused.into_data(), reference.into_data(), 1e-6, "linear + QuickGELU");
+    }
+
+    #[test]
+    fn split_linears_with_bias_activation_and_residual_match_the_generic_ops() {
+        // Large enough to be split into pieces (`product`), along the columns ([2 x 40, 64] x
+        // [64, 200]) and along the rows ([2 x 150, 64] x [64, 48]), on pools of 1, 2 and 3
+        // threads; with and without a bias. The values must be the generic ops' to the bit: the
+        // same products (gemm either way) and the same sums in the same order.
+        let device = Default::default();
+        for (tokens, out) in [(40, 200), (150, 48)] {
+            for bias in [true, false] {
+                let x = random([2, tokens, 64], tokens as u64);
+                let residual = random([2, tokens, out], 3);
+                let generic = LinearConfig::new(64, out).with_bias(bias).init::<Generic>(&device);
+                let flex = generic.valid();
+                let input = || Tensor::<Generic, 3>::from_data(x.clone(), &device);
+                let y = generic.forward(input());
+                let want_linear = y.clone().into_data();
+                let want_gelu = crate::attention::quick_gelu(y.clone()).into_data();
+                let want_residual = (Tensor::<Generic, 3>::from_data(residual.clone(), &device) + y).into_data();
+                for threads in [1, 2, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
+                    let what = format!("[2, {tokens}, 64] -> {out}, bias {bias}, {threads} threads");
+                    let input = || Tensor::<Flex, 3>::from_data(x.clone(), &device);
+                    let (got_linear, got_gelu, got_residual) = pool.install(|| {
+                        let residual = Tensor::<Flex, 3>::from_data(residual.clone(), &device);
+                        (
+                            linear(&flex, input()).into_data(),
+                            linear_quick_gelu(&flex, input()).into_data(),
+                            linear_residual(&flex, input(), residual).into_data(),
+                        )
+                    });
+                    assert_close(got_linear, want_linear.clone(), 0.0, &format!("linear {what}"));
+                    assert_close(got_residual, want_residual.clone(), 0.0, &format!("linear + residual {what}"));
+                    // QuickGELU: this module's `exp` against the generic sigmoid's.
+                    assert_close(got_gelu, want_gelu.clone(), 1e-6, &format!("linear + QuickGELU {what}"));
+                }
+            }
+        }
     }
 
     #[test]

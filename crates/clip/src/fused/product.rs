@@ -7,6 +7,8 @@
 //! convolutions of one image, and at 0.75 to 1.1 times on the ViT's and the text encoder's
 //! linears (`scripts/bench/gemm-threads`, docs/BENCHMARKS.md).
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 /// A matrix for gemm: (first element, row stride, column stride), in elements.
@@ -28,6 +30,29 @@ pub(super) enum Threads {
 /// Every element the strides reach must be inside its allocation, and `dst`'s must not be read
 /// or written by anyone else meanwhile.
 pub(super) unsafe fn gemm_f32(
+    dims: [usize; 3],
+    dst: Matrix<*mut f32>,
+    lhs: Matrix<*const f32>,
+    rhs: Matrix<*const f32>,
+    factor: f32,
+    accumulate: bool,
+    threads: Threads,
+) {
+    // SAFETY: the caller's.
+    unsafe { gemm_f32_then(dims, dst, lhs, rhs, factor, accumulate, threads, &|_| {}) }
+}
+
+/// The part of `dst` that one piece of a product wrote: its rows and its columns.
+pub(super) type Piece = (Range<usize>, Range<usize>);
+
+/// [`gemm_f32`], then `then(piece)` for every piece of `dst` on the thread that just computed it
+/// (the whole of `dst` when the product is not split), while that piece is still in its cache:
+/// where a bias and an activation go, instead of another pass over `dst` on all threads.
+///
+/// # Safety
+/// As [`gemm_f32`]; `then` may write the piece it is given, and nothing else.
+#[allow(clippy::too_many_arguments)] // gemm's own argument list, plus what runs after it
+pub(super) unsafe fn gemm_f32_then(
     [m, n, k]: [usize; 3],
     dst: Matrix<*mut f32>,
     lhs: Matrix<*const f32>,
@@ -35,6 +60,7 @@ pub(super) unsafe fn gemm_f32(
     factor: f32,
     accumulate: bool,
     threads: Threads,
+    then: &(dyn Fn(Piece) + Sync),
 ) {
     let pieces = match threads {
         Threads::One => 1,
@@ -43,6 +69,7 @@ pub(super) unsafe fn gemm_f32(
     if pieces <= 1 || m * n * k < 1 << 18 {
         // SAFETY: the caller's.
         unsafe { gemm_one([m, n, k], dst, lhs, rhs, factor, accumulate) };
+        then((0..m, 0..n));
         return;
     }
     // Along m, whole panels of gemm's 64-row (AVX-512) kernel; along n, of 16 columns.
@@ -59,10 +86,12 @@ pub(super) unsafe fn gemm_f32(
                 let d = (d.0.offset(start as isize * d.1), d.1, d.2);
                 let l = (l.0.offset(start as isize * l.1), l.1, l.2);
                 gemm_one([size, n, k], d, l, r, factor, accumulate);
+                then((start..start + size, 0..n));
             } else {
                 let d = (d.0.offset(start as isize * d.2), d.1, d.2);
                 let r = (r.0.offset(start as isize * r.2), r.1, r.2);
                 gemm_one([m, size, k], d, l, r, factor, accumulate);
+                then((0..m, start..start + size));
             }
         }
     });
@@ -134,6 +163,18 @@ mod tests {
         c
     }
 
+    #[derive(Clone, Copy)]
+    struct SharedPtr(*mut f32);
+    // SAFETY: the pieces of one product write disjoint parts.
+    unsafe impl Send for SharedPtr {}
+    unsafe impl Sync for SharedPtr {}
+
+    impl SharedPtr {
+        fn get(self) -> *mut f32 {
+            self.0
+        }
+    }
+
     #[test]
     fn split_products_match_the_definition_on_any_pool() {
         // Shapes taller than wide, wider than tall, not multiples of the alignment, and one
@@ -151,6 +192,23 @@ mod tests {
                     unsafe { gemm_f32(dims, (c.as_mut_ptr(), n as isize, 1), lhs, rhs, 2.0, true, Threads::All) };
                     for (got, want) in c.iter().zip(&want) {
                         assert_eq!(*got, 1.0 + 2.0 * want, "{dims:?} on {threads} threads");
+                    }
+                    // Each piece is handed to `then` once, after it is written: doubling every
+                    // piece doubles the whole product exactly once.
+                    let mut d = vec![0.0f32; m * n];
+                    let dst = SharedPtr(d.as_mut_ptr());
+                    let twice = |(rows, cols): Piece| {
+                        for r in rows {
+                            for c in cols.clone() {
+                                // SAFETY: inside `d`, and this piece's alone.
+                                unsafe { *dst.get().add(r * n + c) *= 2.0 };
+                            }
+                        }
+                    };
+                    let out = (d.as_mut_ptr(), n as isize, 1);
+                    unsafe { gemm_f32_then(dims, out, lhs, rhs, 1.0, false, Threads::All, &twice) };
+                    for (got, want) in d.iter().zip(&want) {
+                        assert_eq!(*got, 2.0 * want, "{dims:?} with `then` on {threads} threads");
                     }
                     // Transposed destination (column-major), overwritten.
                     let mut t = vec![9.0f32; m * n];
