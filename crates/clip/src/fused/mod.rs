@@ -291,7 +291,8 @@ fn linear_flex<B: Backend>(
     assert_eq!((a.len(), w.len()), (rows * inner, inner * out), "linear: [rows, in] x [in, out]");
     assert!(bias.is_none_or(|b| b.len() == out), "linear: the bias is [out]");
     assert!(residual.is_none_or(|r| r.len() == rows * out), "linear: the residual is [rows, out]");
-    let mut y = vec![0.0f32; rows * out];
+    // Initialised piece by piece on the threads that compute it (`Write::Uninitialised`).
+    let mut y: Vec<f32> = Vec::with_capacity(rows * out);
     let dst = SharedMut(y.as_mut_ptr());
     let finish = |(piece_rows, cols): product::Piece| {
         for r in piece_rows {
@@ -318,10 +319,12 @@ fn linear_flex<B: Backend>(
             (a.as_ptr(), inner as isize, 1),
             (w.as_ptr(), out as isize, 1),
             1.0,
-            false,
+            product::Write::Uninitialised,
             Threads::All,
             &finish,
         );
+        // SAFETY: `Write::Uninitialised` initialised every element of the `rows x out` matrix.
+        y.set_len(rows * out);
     }
     from_flex(FlexTensor::from_data(TensorData::new(y, [rows, out])))
 }

@@ -38,19 +38,35 @@ pub(super) unsafe fn gemm_f32(
     accumulate: bool,
     threads: Threads,
 ) {
+    let write = if accumulate { Write::Accumulate } else { Write::Overwrite };
     // SAFETY: the caller's.
-    unsafe { gemm_f32_then(dims, dst, lhs, rhs, factor, accumulate, threads, &|_| {}) }
+    unsafe { gemm_f32_then(dims, dst, lhs, rhs, factor, write, threads, &|_| {}) }
+}
+
+/// What a product does with its destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Write {
+    /// `dst = product`.
+    Overwrite,
+    /// `dst += product`.
+    Accumulate,
+    /// `dst = product` into memory that may be uninitialised: each piece writes zeros to its part
+    /// first, on its own thread (so that no element is ever read before it is written, and no
+    /// thread clears the whole output alone beforehand).
+    Uninitialised,
 }
 
 /// The part of `dst` that one piece of a product wrote: its rows and its columns.
 pub(super) type Piece = (Range<usize>, Range<usize>);
 
-/// [`gemm_f32`], then `then(piece)` for every piece of `dst` on the thread that just computed it
+/// [`gemm_f32`] with `write`, then `then(piece)` for every piece of `dst` on the thread that just computed it
 /// (the whole of `dst` when the product is not split), while that piece is still in its cache:
 /// where a bias and an activation go, instead of another pass over `dst` on all threads.
 ///
 /// # Safety
-/// As [`gemm_f32`]; `then` may write the piece it is given, and nothing else.
+/// As [`gemm_f32`]; `then` may write the piece it is given, and nothing else. With
+/// [`Write::Uninitialised`], `dst` may be uninitialised memory, and every element of it is
+/// initialised when this returns.
 #[allow(clippy::too_many_arguments)] // gemm's own argument list, plus what runs after it
 pub(super) unsafe fn gemm_f32_then(
     [m, n, k]: [usize; 3],
@@ -58,17 +74,24 @@ pub(super) unsafe fn gemm_f32_then(
     lhs: Matrix<*const f32>,
     rhs: Matrix<*const f32>,
     factor: f32,
-    accumulate: bool,
+    write: Write,
     threads: Threads,
     then: &(dyn Fn(Piece) + Sync),
 ) {
+    let accumulate = write == Write::Accumulate;
+    let fresh = write == Write::Uninitialised;
     let pieces = match threads {
         Threads::One => 1,
         Threads::All => rayon::current_num_threads(),
     };
     if pieces <= 1 || m * n * k < 1 << 18 {
         // SAFETY: the caller's.
-        unsafe { gemm_one([m, n, k], dst, lhs, rhs, factor, accumulate) };
+        unsafe {
+            if fresh {
+                zero(dst, (0..m, 0..n));
+            }
+            gemm_one([m, n, k], dst, lhs, rhs, factor, accumulate)
+        };
         then((0..m, 0..n));
         return;
     }
@@ -82,19 +105,42 @@ pub(super) unsafe fn gemm_f32_then(
         // SAFETY: each piece reads the caller's matrices inside their bounds and writes its own
         // rows (or columns) of `dst`, which no other piece touches.
         unsafe {
+            let piece = if m >= n { (start..start + size, 0..n) } else { (0..m, start..start + size) };
+            if fresh {
+                zero(d, piece.clone());
+            }
             if m >= n {
                 let d = (d.0.offset(start as isize * d.1), d.1, d.2);
                 let l = (l.0.offset(start as isize * l.1), l.1, l.2);
                 gemm_one([size, n, k], d, l, r, factor, accumulate);
-                then((start..start + size, 0..n));
             } else {
                 let d = (d.0.offset(start as isize * d.2), d.1, d.2);
                 let r = (r.0.offset(start as isize * r.2), r.1, r.2);
                 gemm_one([m, size, k], d, l, r, factor, accumulate);
-                then((0..m, start..start + size));
             }
+            then(piece);
         }
     });
+}
+
+/// Writes zeros to the elements `piece` of `dst`.
+///
+/// # Safety
+/// They must be inside `dst`'s allocation, and no one else's meanwhile.
+unsafe fn zero((dst, rs, cs): Matrix<*mut f32>, (rows, cols): Piece) {
+    for r in rows {
+        // SAFETY: the caller's.
+        unsafe {
+            let row = dst.offset(r as isize * rs);
+            if cs == 1 {
+                std::ptr::write_bytes(row.add(cols.start), 0, cols.len());
+            } else {
+                for c in cols.clone() {
+                    row.offset(c as isize * cs).write(0.0);
+                }
+            }
+        }
+    }
 }
 
 /// [`gemm_f32`] on the calling thread.
@@ -195,7 +241,7 @@ mod tests {
                     }
                     // Each piece is handed to `then` once, after it is written: doubling every
                     // piece doubles the whole product exactly once.
-                    let mut d = vec![0.0f32; m * n];
+                    let mut d = vec![f32::NAN; m * n];
                     let dst = SharedPtr(d.as_mut_ptr());
                     let twice = |(rows, cols): Piece| {
                         for r in rows {
@@ -206,7 +252,7 @@ mod tests {
                         }
                     };
                     let out = (d.as_mut_ptr(), n as isize, 1);
-                    unsafe { gemm_f32_then(dims, out, lhs, rhs, 1.0, false, Threads::All, &twice) };
+                    unsafe { gemm_f32_then(dims, out, lhs, rhs, 1.0, Write::Uninitialised, Threads::All, &twice) };
                     for (got, want) in d.iter().zip(&want) {
                         assert_eq!(*got, 2.0 * want, "{dims:?} with `then` on {threads} threads");
                     }
