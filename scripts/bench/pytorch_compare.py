@@ -4,6 +4,7 @@ per workload our throughput, PyTorch's and the ratio (ours / PyTorch; > 1 means 
 
     python scripts/bench/pytorch_compare.py                    # CPU, all workloads, all cores
     python scripts/bench/pytorch_compare.py --threads 2 --memory --json results.json
+    python scripts/bench/pytorch_compare.py --threads 2 --repeat 3     # a machine whose speed drifts
     python scripts/bench/pytorch_compare.py --device cuda --rust-features cuda --batch-infer 256 \
         --batch-train 20 --bf16                                # a GPU machine
 
@@ -477,6 +478,9 @@ def main():
     p.add_argument("--seconds", type=float, default=10.0, help="minimum timing per PyTorch workload")
     p.add_argument("--memory", action="store_true", help="also measure peak RSS (CPU)")
     p.add_argument("--memory-only", action="store_true", help="only measure peak RSS")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="time every workload this many times, ours and PyTorch's back to back each time; "
+                        "the ratio printed is the median of the per-pair ratios")
     p.add_argument("--skip-rust", action="store_true")
     p.add_argument("--json", type=Path, help="write all figures here")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -492,21 +496,34 @@ def main():
     print(json.dumps(info), flush=True)
     exes = {} if args.skip_rust else bench_executables(args)
     runner = PyTorchRunner(args)
-    ours, theirs, extras = {}, {}, {}
-    # Ours then PyTorch's, workload by workload, so that both see the same machine load.
+    ours, theirs, extras, runs = {}, {}, {}, {}
+    # Ours then PyTorch's, workload by workload (and `--repeat` times each), so that both see the
+    # same machine load.
     for key, elements in [] if args.memory_only else workload_keys(args):
-        if not args.skip_rust:
-            ours[key] = rust_workload(args, exes, key, elements)
-        theirs[key], extras[key] = runner.run(key)
+        pairs = []
+        for _ in range(max(1, args.repeat)):
+            o = None if args.skip_rust else rust_workload(args, exes, key, elements)
+            t, extras[key] = runner.run(key)
+            pairs.append((o, t))
+            ratio = f"{o / t:7.2f}" if o else "      -"
+            print(f"{key:<36} ours {o or float('nan'):9.2f}/s  PyTorch {t:9.2f}/s  ratio {ratio}", flush=True)
         if args.bf16 and key.startswith("image_encoder/"):
             theirs[key + "@bf16"], _ = runner.run(key, "bf16")
-        o = ours.get(key)
-        ratio = f"{o / theirs[key]:7.2f}" if o else "      -"
-        print(f"{key:<36} ours {o or float('nan'):9.2f}/s  PyTorch {theirs[key]:9.2f}/s  ratio {ratio}", flush=True)
-    print(f"\n{'workload':<36} {'ours /s':>10} {'PyTorch /s':>11} {'ratio':>7}")
+        theirs[key] = statistics.median(t for _, t in pairs)
+        if not args.skip_rust:
+            ours[key] = statistics.median(o for o, _ in pairs)
+        runs[key] = [{"ours": o, "pytorch": t} for o, t in pairs]
+    def ratio_of(key):
+        """The median of the per-pair ratios (one run each of ours and PyTorch's, back to back)."""
+        pairs = runs.get(key, [])
+        if not pairs or pairs[0]["ours"] is None:
+            return None
+        return statistics.median(r["ours"] / r["pytorch"] for r in pairs)
+    print(f"\n{'workload':<36} {'ours /s':>10} {'PyTorch /s':>11} {'ratio':>7}"
+          + ("   (medians of the runs; ratio: median of the per-pair ratios)" if args.repeat > 1 else ""))
     for key in theirs:
-        o, t = ours.get(key), theirs[key]
-        ratio = f"{o / t:7.2f}" if o else "      -"
+        o, t, r = ours.get(key), theirs[key], ratio_of(key)
+        ratio = f"{r:7.2f}" if r else (f"{o / t:7.2f}" if o else "      -")
         print(f"{key:<36} {o or float('nan'):10.2f} {t:11.2f} {ratio}")
     for key, extra in extras.items():
         for name, value in extra.items():
@@ -514,6 +531,7 @@ def main():
     memory = memory_results(args, exes) if (args.memory or args.memory_only) and not args.skip_rust else []
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "threads": args.threads, "ours": ours, "pytorch": theirs,
+                                         "ratio": {k: ratio_of(k) for k in runs}, "runs": runs,
                                          "pytorch_extra": extras,
                                          "peak_rss_mib": [{"workload": k, "ours": o, "pytorch": t, "pytorch_after_import": i}
                                                           for k, o, t, i in memory]}, indent=2))
