@@ -75,7 +75,9 @@ impl<B: Backend> TextTransformer<B> {
     ) -> Tensor<B, 2> {
         let [batch, context, width] = embeddings.dims();
         let pos = self.positional_embedding.val().narrow(0, 0, context);
-        let x = embeddings + pos.unsqueeze(); // [batch, context, width]
+        // The table repeated for every prompt, then one same-shape addition: flex runs a `[1, ..]`
+        // broadcast through its generic strided iterator on the calling thread.
+        let x = embeddings + pos.unsqueeze::<3>().repeat_dim(0, batch); // [batch, context, width]
         if let Some(t) = trace.as_deref_mut() {
             t.record("text.embeddings", &x);
         }

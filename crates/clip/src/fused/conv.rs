@@ -32,7 +32,7 @@ use burn::prelude::*;
 use burn::tensor::{Shape, TensorData};
 use rayon::prelude::*;
 
-use super::product::{Threads, gemm_f32};
+use super::product::{Threads, Write, gemm_f32, gemm_f32_then};
 use super::train::{AutodiffFlexTensor, from_autodiff_flex, into_autodiff_flex};
 use super::{SharedMut, contiguous, from_flex, into_flex};
 
@@ -286,7 +286,9 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> Vec<f32> {
     let (k, n, image_len) = (g.rows(), g.pixels(), g.c_in * g.h * g.w);
     assert_eq!(x.len(), g.batch * image_len, "conv2d: the input is [batch, c_in, h, w]");
     assert_eq!(weight.len(), g.c_out * k, "conv2d: the weight is [c_out, c_in, kh, kw]");
-    let mut y = vec![0.0f32; g.batch * g.c_out * n];
+    // Initialised band by band by the tasks below (`Write::Uninitialised`): the bands of every
+    // image cover its rows, each for all output channels.
+    let mut y: Vec<f32> = Vec::with_capacity(g.batch * g.c_out * n);
     let out = SharedMut(y.as_mut_ptr());
     // One task per (image, band of output rows): a batch smaller than the pool is cut into
     // bands so that every thread has a product of its own (gemm's own threading splits these
@@ -314,17 +316,20 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> Vec<f32> {
         // by this task only.
         unsafe {
             let dst = out.get().add(b * g.c_out * n + first);
-            gemm_f32(
+            gemm_f32_then(
                 [g.c_out, pixels, k],
                 (dst, n as isize, 1),
                 (weight.as_ptr(), k as isize, 1),
                 (columns.as_ptr(), stride as isize, 1),
                 1.0,
-                false,
+                Write::Uninitialised,
                 Threads::One,
+                &|_| {},
             );
         }
     });
+    // SAFETY: the tasks initialised every element (above).
+    unsafe { y.set_len(g.batch * g.c_out * n) };
     y
 }
 

@@ -176,7 +176,9 @@ fn attention_flex(qkv: &FlexTensor, dims: AttentionDims, probabilities: Option<&
     let head_dim = width / heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let row = 3 * width as isize; // stride between tokens in qkv
-    let mut out = vec![0.0f32; batch * tokens * width];
+    // Initialised head by head by the tasks below (`Write::Uninitialised`): the heads of every
+    // image cover its `[tokens, width]`.
+    let mut out: Vec<f32> = Vec::with_capacity(batch * tokens * width);
     let dst = SharedMut(out.as_mut_ptr());
     if let Some(p) = &probabilities {
         assert_eq!(
@@ -223,10 +225,22 @@ fn attention_flex(qkv: &FlexTensor, dims: AttentionDims, probabilities: Option<&
                 // out[b, i, head] = sum_j p[i, j] v_j
                 let out = (dst.get().add(b * tokens * width + h * head_dim), width as isize, 1);
                 let p = (scores.as_ptr(), tokens as isize, 1);
-                gemm_f32([tokens, head_dim, tokens], out, p, (v.as_ptr(), row, 1), 1.0, false, Threads::One);
+                let v = (v.as_ptr(), row, 1);
+                product::gemm_f32_then(
+                    [tokens, head_dim, tokens],
+                    out,
+                    p,
+                    v,
+                    1.0,
+                    product::Write::Uninitialised,
+                    Threads::One,
+                    &|_| {},
+                );
             }
         },
     );
+    // SAFETY: the tasks initialised every element (above).
+    unsafe { out.set_len(batch * tokens * width) };
     let shape = burn::tensor::Shape::new([batch, tokens, width]);
     FlexTensor::from_data(burn::tensor::TensorData::new(out, shape))
 }
