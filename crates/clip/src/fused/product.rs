@@ -209,18 +209,6 @@ mod tests {
         c
     }
 
-    #[derive(Clone, Copy)]
-    struct SharedPtr(*mut f32);
-    // SAFETY: the pieces of one product write disjoint parts.
-    unsafe impl Send for SharedPtr {}
-    unsafe impl Sync for SharedPtr {}
-
-    impl SharedPtr {
-        fn get(self) -> *mut f32 {
-            self.0
-        }
-    }
-
     #[test]
     fn split_products_match_the_definition_on_any_pool() {
         // Shapes taller than wide, wider than tall, not multiples of the alignment, and one
@@ -242,7 +230,7 @@ mod tests {
                     // Each piece is handed to `then` once, after it is written: doubling every
                     // piece doubles the whole product exactly once.
                     let mut d = vec![f32::NAN; m * n];
-                    let dst = SharedPtr(d.as_mut_ptr());
+                    let dst = crate::fused::SharedMut(d.as_mut_ptr());
                     let twice = |(rows, cols): Piece| {
                         for r in rows {
                             for c in cols.clone() {
