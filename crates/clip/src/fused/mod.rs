@@ -296,10 +296,8 @@ fn linear_flex<B: Backend>(
     residual: Option<Tensor<B, 2>>,
 ) -> Tensor<B, 2> {
     let ([rows, inner], [_, out]) = (x.dims(), weight.dims());
-    let flex = |t: Tensor<B, 2>| contiguous(&into_flex(t).unwrap_or_else(|_| unreachable!("checked by the caller")));
-    let (x, weight) = (flex(x), flex(weight));
-    let bias = bias.map(|b| contiguous(&into_flex(b).unwrap_or_else(|_| unreachable!("checked by the caller"))));
-    let residual = residual.map(flex);
+    let (x, weight) = (flex_f32(x), flex_f32(weight));
+    let (bias, residual) = (bias.map(flex_f32), residual.map(flex_f32));
     let (a, w) = (f32s(&x), f32s(&weight));
     let (bias, residual) = (bias.as_ref().map(f32s), residual.as_ref().map(f32s));
     assert_eq!((a.len(), w.len()), (rows * inner, inner * out), "linear: [rows, in] x [in, out]");
@@ -343,6 +341,11 @@ fn linear_flex<B: Backend>(
     from_flex(FlexTensor::from_data(TensorData::new(y, [rows, out])))
 }
 
+/// The contiguous flex tensor inside `tensor`, which the caller checked is a flex f32 tensor.
+fn flex_f32<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FlexTensor {
+    contiguous(&into_flex(tensor).unwrap_or_else(|_| unreachable!("a flex f32 tensor, checked by the caller")))
+}
+
 /// The values of a contiguous f32 flex tensor.
 fn f32s(tensor: &FlexTensor) -> &[f32] {
     tensor.as_slice().expect("contiguous f32")
@@ -354,16 +357,39 @@ fn fused_linear<B: Backend>(linear: &Linear<B>, x: &Tensor<B, 2>) -> bool {
     is_flex::<B>() && [bias, x.dtype(), linear.weight.val().dtype()].iter().all(|&d| d == DType::F32)
 }
 
+/// `residual + activation(linear.forward(x))` for `x` `[.., in]`, computed as one 2-d product
+/// (why: the module docs): on flex by [`linear_flex`], elsewhere with the generic ops in the same
+/// order.
+fn linear_then<B: Backend, const D: usize>(
+    linear: &Linear<B>,
+    x: Tensor<B, D>,
+    activation: Activation,
+    residual: Option<Tensor<B, D>>,
+) -> Tensor<B, D> {
+    let (x, out_dims) = flatten(linear, x);
+    let fused =
+        fused_linear(linear, &x) && residual.as_ref().is_none_or(|r| r.dims() == out_dims && r.dtype() == DType::F32);
+    if fused {
+        let residual = residual.map(|r| r.reshape([x.dims()[0], out_dims[D - 1]]));
+        let bias = linear.bias.as_ref().map(|b| b.val());
+        return linear_flex(x, linear.weight.val(), bias, activation, residual).reshape(out_dims);
+    }
+    let y = linear.forward(x);
+    let y = match activation {
+        Activation::None => y,
+        Activation::QuickGelu => quick_gelu(y),
+    };
+    let y = y.reshape(out_dims);
+    match residual {
+        Some(residual) => residual + y,
+        None => y,
+    }
+}
+
 /// `linear.forward(x)` for `x` `[.., in]`, computed as one 2-d product (why: the module docs); on
 /// flex the bias is added to each piece of the product as it is finished.
 pub fn linear<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    let (x, out_dims) = flatten(linear, x);
-    let y = if fused_linear(linear, &x) {
-        linear_flex(x, linear.weight.val(), linear.bias.as_ref().map(|b| b.val()), Activation::None, None)
-    } else {
-        linear.forward(x)
-    };
-    y.reshape(out_dims)
+    linear_then(linear, x, Activation::None, None)
 }
 
 /// `residual + linear.forward(x)` (a residual connection after a projection); on flex the bias and
@@ -374,26 +400,14 @@ pub fn linear_residual<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     residual: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    let (x, out_dims) = flatten(linear, x);
-    if !fused_linear(linear, &x) || residual.dims() != out_dims || residual.dtype() != DType::F32 {
-        return residual + linear.forward(x).reshape(out_dims);
-    }
-    let residual = residual.reshape([x.dims()[0], out_dims[D - 1]]);
-    let bias = linear.bias.as_ref().map(|b| b.val());
-    linear_flex(x, linear.weight.val(), bias, Activation::None, Some(residual)).reshape(out_dims)
+    linear_then(linear, x, Activation::None, Some(residual))
 }
 
 /// `quick_gelu(linear(x))`, the CLIP MLP's first half: `y = x W + b`, then `y * sigmoid(1.702 y)`;
 /// on flex the bias and the activation are applied to each piece of the product as it is
 /// finished.
 pub fn linear_quick_gelu<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    let (x, out_dims) = flatten(linear, x);
-    let y = if fused_linear(linear, &x) {
-        linear_flex(x, linear.weight.val(), linear.bias.as_ref().map(|b| b.val()), Activation::QuickGelu, None)
-    } else {
-        quick_gelu(linear.forward(x))
-    };
-    y.reshape(out_dims)
+    linear_then(linear, x, Activation::QuickGelu, None)
 }
 
 /// `ln.forward(x)`; on `Autodiff<Flex>` one operation with its own backward pass (`train`)
