@@ -35,6 +35,9 @@
 //! - [`layer_norm`]: flex's own layer norm is already one pass; on `Autodiff<Flex>` the generic
 //!   one is eight recorded operations (mean, subtraction, square, mean, sqrt, division, scale,
 //!   shift) with their backward passes, here one operation each way.
+//! - [`pool_tokens`] and [`pool_attention`]: the ModifiedResNet's attention pool outside its
+//!   linears (`attention_pool`): its tokens were built through flex's strided iterator and its
+//!   single query attended with flex's single-threaded attention over transposed views.
 //! - [`conv2d`]: every convolution of the encoders (the ViT's patch embedding, the
 //!   ModifiedResNet's) as one product per image in NCHW layout, forward and backward (`conv`):
 //!   flex converts each input to channels-last and builds and multiplies the columns in tiles;
@@ -44,6 +47,7 @@
 //!   ModifiedResNet's BatchNorm with batch statistics (+ ReLU) is one operation each way
 //!   (`batch_norm`).
 
+mod attention_pool;
 mod batch_norm;
 mod conv;
 mod math;
@@ -51,6 +55,7 @@ mod pool;
 mod product;
 mod train;
 
+pub use attention_pool::{pool_attention, pool_tokens};
 pub use conv::conv2d;
 
 pub(crate) use batch_norm::batch_norm_train;

@@ -6,8 +6,6 @@ use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 
 use super::batch_norm::BatchNorm2d;
 use super::{VisionOutput, resized_position_param};
@@ -117,20 +115,14 @@ impl<B: Backend> AttentionPool2d<B> {
     /// `x` `[batch, channels, h, w]` -> token 0 of the attention output `[batch, embed_dim]`.
     /// Only token 0 is queried: it is the only one CLIP uses, and attention rows are independent.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let [batch, channels, h, w] = x.dims();
-        let head_dim = channels / self.heads;
-        let positions = x.reshape([batch, channels, h * w]).swap_dims(1, 2); // [batch, h*w, channels]
-        let mean = positions.clone().mean_dim(1); // [batch, 1, channels]
-        let tokens = Tensor::cat(vec![mean, positions], 1) + self.positional_embedding.val().unsqueeze(); // [batch, 1+h*w, channels]
-        let split_heads = |t: Tensor<B, 3>| {
-            let len = t.dims()[1];
-            t.reshape([batch, len, self.heads, head_dim]).swap_dims(1, 2) // [batch, heads, len, head_dim]
-        };
-        let q = split_heads(crate::fused::linear(&self.q_proj, tokens.clone().narrow(1, 0, 1)));
-        let k = split_heads(crate::fused::linear(&self.k_proj, tokens.clone()));
-        let v = split_heads(crate::fused::linear(&self.v_proj, tokens));
-        let out = attention(q, k, v, None, None, AttentionModuleOptions::default()); // [batch, heads, 1, head_dim]
-        crate::fused::linear(&self.c_proj, out.reshape([batch, channels])) // [batch, embed_dim]
+        let [batch, channels, _, _] = x.dims();
+        // [mean, positions] + positional_embedding: [batch, 1 + h*w, channels]
+        let tokens = crate::fused::pool_tokens(x, self.positional_embedding.val());
+        let q = crate::fused::linear(&self.q_proj, tokens.clone().narrow(1, 0, 1)).reshape([batch, channels]);
+        let k = crate::fused::linear(&self.k_proj, tokens.clone()); // [batch, 1 + h*w, channels]
+        let v = crate::fused::linear(&self.v_proj, tokens);
+        let out = crate::fused::pool_attention(q, k, v, self.heads); // [batch, channels], heads merged
+        crate::fused::linear(&self.c_proj, out) // [batch, embed_dim]
     }
 }
 
