@@ -31,11 +31,7 @@ pub fn pool_tokens<B: Backend>(map: Tensor<B, 4>, positional: Tensor<B, 2>) -> T
     }
     let (map, positional) = match (into_flex(map), into_flex(positional)) {
         (Ok(map), Ok(positional)) => (map, positional),
-        (map, positional) => {
-            let map: Tensor<B, 4> = map.map(from_flex).unwrap_or_else(|t| t);
-            let positional: Tensor<B, 2> = positional.map(from_flex).unwrap_or_else(|t| t);
-            return pool_tokens_generic(map, positional);
-        }
+        (map, positional) => return pool_tokens_generic(back(map), back(positional)),
     };
     let (map, positional) = (super::contiguous(&map), super::contiguous(&positional));
     let (x, pos) = (f32s(&map), f32s(&positional));
@@ -55,6 +51,11 @@ pub fn pool_tokens<B: Backend>(map: Tensor<B, 4>, positional: Tensor<B, 2>) -> T
         }
     });
     from_flex(FlexTensor::from_data(TensorData::new(y, [batch, tokens, channels])))
+}
+
+/// The tensor again, whether [`into_flex`] opened it or handed it back.
+fn back<B: Backend, const D: usize>(tensor: Result<FlexTensor, Tensor<B, D>>) -> Tensor<B, D> {
+    tensor.map(from_flex).unwrap_or_else(|t| t)
 }
 
 /// [`pool_tokens`] with the generic ops.
@@ -81,12 +82,7 @@ pub fn pool_attention<B: Backend>(
     let flex = (into_flex(query), into_flex(keys), into_flex(values));
     let (q, k, v) = match flex {
         (Ok(q), Ok(k), Ok(v)) => (super::contiguous(&q), super::contiguous(&k), super::contiguous(&v)),
-        (q, k, v) => {
-            let q: Tensor<B, 2> = q.map(from_flex).unwrap_or_else(|t| t);
-            let k: Tensor<B, 3> = k.map(from_flex).unwrap_or_else(|t| t);
-            let v: Tensor<B, 3> = v.map(from_flex).unwrap_or_else(|t| t);
-            return pool_attention_generic(q, k, v, heads);
-        }
+        (q, k, v) => return pool_attention_generic(back(q), back(k), back(v), heads),
     };
     let (q, k, v) = (f32s(&q), f32s(&k), f32s(&v));
     let head_dim = channels / heads;
@@ -133,23 +129,11 @@ fn pool_attention_generic<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fused::tests::{assert_close, random};
     use burn::backend::{Autodiff, Flex};
-    use burn::tensor::Distribution;
 
     /// The generic path: `Autodiff<Flex>` takes no fused path here.
     type Generic = Autodiff<Flex>;
-
-    fn random<const D: usize>(shape: [usize; D], seed: u64) -> TensorData {
-        let device = Default::default();
-        Flex::seed(&device, seed);
-        Tensor::<Flex, D>::random(shape, Distribution::Normal(0.0, 1.0), &device).into_data()
-    }
-
-    fn worst(a: TensorData, b: TensorData) -> f32 {
-        assert_eq!(a.shape, b.shape);
-        let (a, b): (Vec<f32>, Vec<f32>) = (a.to_vec().unwrap(), b.to_vec().unwrap());
-        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)
-    }
 
     #[test]
     fn pool_tokens_and_attention_match_the_generic_ops() {
@@ -163,8 +147,7 @@ mod tests {
                 Tensor::from_data(pos.clone(), &device),
             );
             let generic = pool_tokens(Tensor::<Generic, 4>::from_data(map, &device), Tensor::from_data(pos, &device));
-            let err = worst(fused.into_data(), generic.into_data());
-            assert!(err <= 1e-6, "tokens {batch}x{channels}x{h}x{w}: {err:e}");
+            assert_close(fused.into_data(), generic.into_data(), 1e-6, &format!("tokens {batch}x{channels}x{h}x{w}"));
 
             let tokens = 1 + h * w;
             let (q, k, v) = (
@@ -184,8 +167,8 @@ mod tests {
                 Tensor::from_data(v, &device),
                 heads,
             );
-            let err = worst(fused.into_data(), generic.into_data());
-            assert!(err <= 2e-6, "attention {batch}x{tokens}x{channels}, {heads} heads: {err:e}");
+            let what = format!("attention {batch}x{tokens}x{channels}, {heads} heads");
+            assert_close(fused.into_data(), generic.into_data(), 2e-6, &what);
         }
     }
 }

@@ -528,13 +528,15 @@ mod tests {
 
     type Generic = Autodiff<Flex>;
 
-    fn random<const D: usize>(shape: [usize; D], seed: u64) -> TensorData {
+    /// Standard normal values of `shape`, reproducibly from `seed`.
+    pub(super) fn random<const D: usize>(shape: [usize; D], seed: u64) -> TensorData {
         let device = Default::default();
         Flex::seed(&device, seed);
         Tensor::<Flex, D>::random(shape, Distribution::Normal(0.0, 1.0), &device).into_data()
     }
 
-    fn assert_close(fused: TensorData, generic: TensorData, tolerance: f32, what: &str) {
+    /// Fails unless `fused` and `generic` have one shape and differ by at most `tolerance`.
+    pub(super) fn assert_close(fused: TensorData, generic: TensorData, tolerance: f32, what: &str) {
         assert_eq!(fused.shape, generic.shape, "{what}: shape");
         let (a, b): (Vec<f32>, Vec<f32>) = (fused.to_vec().unwrap(), generic.to_vec().unwrap());
         let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
