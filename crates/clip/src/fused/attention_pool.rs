@@ -16,7 +16,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use rayon::prelude::*;
 
-use super::{f32s, from_flex, into_flex, math};
+use super::{back, f32s, from_flex, into_flex, math};
 use burn::backend::flex::FlexTensor;
 
 /// The attention pool's tokens `[batch, 1 + h w, channels]` from the feature map `map`
@@ -51,11 +51,6 @@ pub fn pool_tokens<B: Backend>(map: Tensor<B, 4>, positional: Tensor<B, 2>) -> T
         }
     });
     from_flex(FlexTensor::from_data(TensorData::new(y, [batch, tokens, channels])))
-}
-
-/// The tensor again, whether [`into_flex`] opened it or handed it back.
-fn back<B: Backend, const D: usize>(tensor: Result<FlexTensor, Tensor<B, D>>) -> Tensor<B, D> {
-    tensor.map(from_flex).unwrap_or_else(|t| t)
 }
 
 /// [`pool_tokens`] with the generic ops.

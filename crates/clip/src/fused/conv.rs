@@ -34,7 +34,7 @@ use rayon::prelude::*;
 
 use super::product::{Threads, Write, gemm_f32, gemm_f32_then};
 use super::train::{AutodiffFlexTensor, from_autodiff_flex, into_autodiff_flex};
-use super::{SharedMut, contiguous, from_flex, into_flex};
+use super::{SharedMut, back, contiguous, from_flex, into_flex};
 
 /// `conv.forward(x)` for `x` `[batch, c_in, h, w]`: through the kernels here on flex and
 /// `Autodiff<Flex>` when the convolution has one group, no dilation and `Valid` or `Explicit`
@@ -78,7 +78,7 @@ fn fused<B: Backend>(x: Tensor<B, 4>, weight: Tensor<B, 4>, g: Geometry) -> Resu
             let y = forward(&contiguous(&x), &contiguous(&weight), g);
             Ok(from_flex(FlexTensor::from_data(TensorData::new(y, g.output_shape()))))
         }
-        (x, _) => Err(x.map(from_flex).unwrap_or_else(|t| t)),
+        (x, _) => Err(back(x)),
     }
 }
 

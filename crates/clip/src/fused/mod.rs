@@ -109,6 +109,12 @@ fn downcast<B: Backend, P: 'static, const D: usize>(tensor: Tensor<B, D>) -> Res
     }
 }
 
+/// The tensor again from what [`into_flex`] returned, whether it opened it or handed it back
+/// (when a kernel falls back to the generic ops after opening only some of its operands).
+fn back<B: Backend, const D: usize>(tensor: Result<FlexTensor, Tensor<B, D>>) -> Tensor<B, D> {
+    tensor.map(from_flex).unwrap_or_else(|t| t)
+}
+
 /// `primitive` as a float tensor of `B`.
 ///
 /// # Panics
@@ -478,11 +484,7 @@ pub fn channel_affine<B: Backend>(
             from_flex(x)
         }
         (x, scale, shift) => {
-            let (x, scale, shift): (Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>) = (
-                x.map(from_flex).unwrap_or_else(|t| t),
-                scale.map(from_flex).unwrap_or_else(|t| t),
-                shift.map(from_flex).unwrap_or_else(|t| t),
-            );
+            let (x, scale, shift): (Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>) = (back(x), back(scale), back(shift));
             // Per channel on the `[batch * channels, h * w]` view with a column: a `[1, C, 1, 1]`
             // broadcast is about 40x slower on flex (`kernels` bench, `channel_affine`).
             let per_row =
@@ -508,11 +510,7 @@ pub fn add_relu<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) ->
             values.par_chunks_mut(1 << 16).zip(b.par_chunks(1 << 16)).for_each(|(a, b)| math::add_relu_in_place(a, b));
             from_flex(a)
         }
-        (a, b) => {
-            let a: Tensor<B, D> = a.map(from_flex).unwrap_or_else(|t| t);
-            let b: Tensor<B, D> = b.map(from_flex).unwrap_or_else(|t| t);
-            burn::tensor::activation::relu(a + b)
-        }
+        (a, b) => burn::tensor::activation::relu(back(a) + back(b)),
     }
 }
 
