@@ -10,8 +10,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
+use clip_handid::clip::vision::{ImageEncoder, VisionOutput};
 use clip_handid::clip::weights::Checkpoint;
-use clip_handid::clip::{Clip, ClipConfig, Trace, VisionConfig, vision::ImageEncoder};
+use clip_handid::clip::{Clip, ClipConfig, Trace, VisionConfig};
 use common::{RefTensor, RowStats, case_locations, compare_rows, read_tensors};
 
 fn fixture_dirs() -> Vec<PathBuf> {
@@ -45,6 +46,30 @@ fn check<B: Backend>(
     let expected = &reference[key];
     let stats = compare_rows(&actual.to_data().to_vec::<f32>().unwrap(), &expected.floats, expected.shape[0]);
     report(dir, &format!("{what} {key}"), &stats, &mut failures);
+    failures
+}
+
+/// The untraced encoder's output (what users run, with the ViT's last block for the class token
+/// alone): its embedding against `image_features`, and its features, where the reference has
+/// them, against the ViT's class token (`vision.pooled`) or the ResNet's pooled map
+/// (`vision.layer4_gap`; the ResNet's `vision.pooled` is its embedding).
+fn check_untraced<B: Backend>(
+    dir: &Path,
+    what: &str,
+    encoder: &ImageEncoder<B>,
+    pixels: Tensor<B, 4>,
+    reference: &std::collections::BTreeMap<String, RefTensor>,
+) -> Vec<String> {
+    let what = format!("{what} (untraced)");
+    let output: VisionOutput<B> = encoder.forward(pixels);
+    let mut failures = check(dir, &what, output.embedding, &Trace::default(), reference, "image_features");
+    let features = match encoder {
+        ImageEncoder::Vit(_) => "vision.pooled",
+        ImageEncoder::ResNet(_) => "vision.layer4_gap",
+    };
+    if reference.contains_key(features) {
+        failures.extend(check(dir, &what, output.features, &Trace::default(), reference, features));
+    }
     failures
 }
 
@@ -82,12 +107,16 @@ fn check_dir<B: Backend>(dir: &Path, device: &B::Device) -> Vec<String> {
     let mut trace = Trace::default();
     let image = model.visual.forward_traced(pixels(&io["pixel_values"], device), Some(&mut trace));
     failures.extend(check(dir, "image", image.embedding, &trace, &io, "image_features"));
+    // What users run: without a trace the ViT's last block computes the class token alone.
+    failures.extend(check_untraced(dir, "image", &model.visual, pixels(&io["pixel_values"], device), &io));
 
     let ids = &io["input_ids"];
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.ints.clone(), [ids.shape[0], ids.shape[1]]), device);
     let mut trace = Trace::default();
-    let text = model.text.forward_traced(ids, Some(&mut trace));
+    let text = model.text.forward_traced(ids.clone(), Some(&mut trace));
     failures.extend(check(dir, "text", text, &trace, &io, "text_features"));
+    // Without a trace the last block computes the end-of-text tokens alone.
+    failures.extend(check(dir, "text (untraced)", model.text.forward(ids), &Trace::default(), &io, "text_features"));
 
     let reid_json = dir.join("reid.json");
     if reid_json.exists() {
@@ -118,17 +147,19 @@ fn check_reid<B: Backend>(
             let vit = vit.into_reid(stride, size).unwrap();
             assert!(vit.input_size()[0] <= size[0] && vit.input_size()[1] <= size[1]);
             trace.record("vision.positional_embedding", &vit.positional_embedding.val());
-            let out = vit.forward_traced(pixel_values, Some(&mut trace));
+            let out = vit.forward_traced(pixel_values.clone(), Some(&mut trace));
             trace.record("vision.tokens_projected", &vit.project(out.tokens));
             failures.extend(check(dir, "reid image", out.embedding, &trace, &io, "image_features"));
+            failures.extend(check_untraced(dir, "reid image", &ImageEncoder::Vit(vit), pixel_values, &io));
         }
         (ImageEncoder::ResNet(resnet), VisionConfig::ResNet(_)) => {
             let stride = spec["layer4_stride"].as_u64().unwrap() as usize;
             let resnet = resnet.into_reid(stride, size).unwrap();
             assert_eq!(resnet.input_size(), size);
             trace.record("vision.attnpool_positional_embedding", &resnet.attnpool.positional_embedding.val());
-            let out = resnet.forward_traced(pixel_values, Some(&mut trace));
+            let out = resnet.forward_traced(pixel_values.clone(), Some(&mut trace));
             failures.extend(check(dir, "reid image", out.embedding, &trace, &io, "image_features"));
+            failures.extend(check_untraced(dir, "reid image", &ImageEncoder::ResNet(resnet), pixel_values, &io));
         }
         _ => panic!("{}: config and model disagree on the vision kind", dir.display()),
     }

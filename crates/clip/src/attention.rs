@@ -47,6 +47,22 @@ impl<B: Backend> MultiHeadAttention<B> {
         fused::linear_residual(&self.out_proj, self.heads(x, causal), residual)
     }
 
+    /// `residual + self.forward(x, causal)` at one token per sequence: the rows `positions`
+    /// `[batch]` of [`forward_residual`](Self::forward_residual), with `residual` `[batch, width]`
+    /// those rows of its residual. Only those tokens' queries and output projections are
+    /// computed; the keys and values come from every token.
+    pub fn forward_residual_at(
+        &self,
+        x: Tensor<B, 3>,
+        causal: bool,
+        positions: Tensor<B, 1, Int>,
+        residual: Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
+        let qkv = fused::linear(&self.in_proj, x); // [batch, tokens, 3 * width]
+        let heads = fused::attention_at(qkv, positions, self.heads, causal); // [batch, width]
+        fused::linear_residual(&self.out_proj, heads, residual)
+    }
+
     /// The merged heads before the output projection, `[batch, tokens, width]`.
     fn heads(&self, x: Tensor<B, 3>, causal: bool) -> Tensor<B, 3> {
         let qkv = fused::linear(&self.in_proj, x); // [batch, tokens, 3 * width]
@@ -83,6 +99,24 @@ impl<B: Backend> ResidualAttentionBlock<B> {
         let hidden = fused::linear_quick_gelu(&self.mlp.c_fc, fused::layer_norm(&self.ln_2, x.clone()));
         fused::linear_residual(&self.mlp.c_proj, hidden, x)
     }
+
+    /// The block's output at one token per sequence, `positions` `[batch]` -> `[batch, width]`:
+    /// the rows `positions` of [`forward`](Self::forward)'s output. The attention's keys and
+    /// values come from every token; its queries, its output projection and the MLP are computed
+    /// for those tokens only.
+    pub fn forward_at(&self, x: Tensor<B, 3>, causal: bool, positions: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        let residual = rows_at(x.clone(), positions.clone()); // [batch, width]
+        let x = self.attn.forward_residual_at(fused::layer_norm(&self.ln_1, x), causal, positions, residual);
+        let hidden = fused::linear_quick_gelu(&self.mlp.c_fc, fused::layer_norm(&self.ln_2, x.clone()));
+        fused::linear_residual(&self.mlp.c_proj, hidden, x) // [batch, width]
+    }
+}
+
+/// Row `positions[b]` of every sequence `b` of `x` `[batch, tokens, width]` -> `[batch, width]`.
+pub fn rows_at<B: Backend>(x: Tensor<B, 3>, positions: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+    let [batch, _, width] = x.dims();
+    let index = positions.reshape([batch, 1, 1]).expand([batch, 1, width]);
+    x.gather(1, index).reshape([batch, width])
 }
 
 /// A stack of residual attention blocks (`transformer.resblocks.N`).
@@ -129,5 +163,54 @@ impl<B: Backend> Transformer<B> {
             }
         }
         x
+    }
+
+    /// The last block's output at one token per sequence, `[batch, width]`: the rows `positions`
+    /// `[batch]` of [`forward`](Self::forward)'s output, for an encoder that keeps one token (the
+    /// ViT's class token, the text's end-of-text token). Every block but the last runs on all
+    /// tokens; the last one computes only what those tokens need
+    /// ([`ResidualAttentionBlock::forward_at`]), which skips about a twelfth of a 12-block
+    /// encoder's work.
+    pub fn forward_at(&self, mut x: Tensor<B, 3>, causal: bool, positions: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        let Some((last, blocks)) = self.resblocks.split_last() else {
+            return rows_at(x, positions);
+        };
+        for block in blocks {
+            x = block.forward(x, causal);
+        }
+        last.forward_at(x, causal, positions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::Distribution;
+
+    /// `forward_at` against the rows of `forward`, on flex (the fused kernels) and on
+    /// `Autodiff<Flex>` (the generic ops), causal or not, with three blocks.
+    fn check<B: Backend>(causal: bool, positions: [i64; 3], tolerance: f32) {
+        let device = Default::default();
+        B::seed(&device, 11);
+        let transformer = TransformerConfig::new(32, 3, 4).init::<B>(&device);
+        let tokens = 13;
+        let x = Tensor::<B, 3>::random([3, tokens, 32], Distribution::Normal(0.0, 1.0), &device);
+        let at = || Tensor::<B, 1, Int>::from_data(TensorData::new(positions.to_vec(), [3]), &device);
+        let all: Vec<f32> = transformer.forward(x.clone(), causal, "t", None).into_data().to_vec().unwrap();
+        let got: Vec<f32> = transformer.forward_at(x, causal, at()).into_data().to_vec().unwrap();
+        for (b, &p) in positions.iter().enumerate() {
+            let want = &all[(b * tokens + p as usize) * 32..][..32];
+            let worst = got[b * 32..][..32].iter().zip(want).map(|(a, w)| (a - w).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= tolerance, "{}: causal {causal}, sequence {b} at {p}: {worst:e}", B::name(&device));
+        }
+    }
+
+    #[test]
+    fn the_last_block_at_one_token_is_that_row_of_the_full_one() {
+        for (causal, positions) in [(false, [0, 0, 0]), (true, [12, 0, 5]), (false, [3, 12, 7])] {
+            check::<Flex>(causal, positions, 2e-5);
+            check::<Autodiff<Flex>>(causal, positions, 2e-5);
+        }
     }
 }

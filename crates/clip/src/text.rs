@@ -51,18 +51,22 @@ impl<B: Backend> TextTransformer<B> {
     }
 
     /// Encodes token ids `[batch, context]`; the end-of-text token is the largest id of each row.
+    /// The last block runs for the end-of-text tokens alone
+    /// ([`Transformer::forward_at`](crate::attention::Transformer::forward_at)).
     pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
         self.forward_traced(ids, None)
     }
 
-    /// As [`forward`](Self::forward), recording `text.*` activations into `trace`.
+    /// As [`forward`](Self::forward), recording `text.*` activations into `trace`; with a trace
+    /// every token goes through every block, whose outputs are recorded.
     pub fn forward_traced(&self, ids: Tensor<B, 2, Int>, trace: Option<&mut Trace>) -> Tensor<B, 2> {
         let end_positions = ids.clone().argmax(1).reshape([-1]); // [batch]
         self.forward_embeddings_traced(self.embed_tokens(ids), end_positions, trace)
     }
 
     /// Encodes token embeddings `[batch, context, width]`, reading the output at
-    /// `end_positions` `[batch]` (the end-of-text token of each row).
+    /// `end_positions` `[batch]` (the end-of-text token of each row); the last block runs for
+    /// those tokens alone, as in [`forward`](Self::forward).
     pub fn forward_embeddings(&self, embeddings: Tensor<B, 3>, end_positions: Tensor<B, 1, Int>) -> Tensor<B, 2> {
         self.forward_embeddings_traced(embeddings, end_positions, None)
     }
@@ -71,23 +75,26 @@ impl<B: Backend> TextTransformer<B> {
         &self,
         embeddings: Tensor<B, 3>,
         end_positions: Tensor<B, 1, Int>,
-        mut trace: Option<&mut Trace>,
+        trace: Option<&mut Trace>,
     ) -> Tensor<B, 2> {
-        let [batch, context, width] = embeddings.dims();
+        let [batch, context, _] = embeddings.dims();
         let pos = self.positional_embedding.val().narrow(0, 0, context);
         // The table repeated for every prompt, then one same-shape addition: flex runs a `[1, ..]`
         // broadcast through its generic strided iterator on the calling thread.
         let x = embeddings + pos.unsqueeze::<3>().repeat_dim(0, batch); // [batch, context, width]
-        if let Some(t) = trace.as_deref_mut() {
-            t.record("text.embeddings", &x);
-        }
-        let x = self.transformer.forward(x, true, "text", trace.as_deref_mut());
-        let x = crate::fused::layer_norm(&self.ln_final, x);
-        if let Some(t) = trace {
-            t.record("text.final", &x);
-        }
-        let index = end_positions.reshape([batch, 1, 1]).expand([batch, 1, width]);
-        let end = x.gather(1, index).reshape([batch, width]); // [batch, width]
+        let end = match trace {
+            // Every token through every block, recorded.
+            Some(t) => {
+                t.record("text.embeddings", &x);
+                let x = self.transformer.forward(x, true, "text", Some(&mut *t));
+                let x = crate::fused::layer_norm(&self.ln_final, x);
+                t.record("text.final", &x);
+                crate::attention::rows_at(x, end_positions) // [batch, width]
+            }
+            // The last block for the end-of-text tokens alone (`Transformer::forward_at`); the
+            // norm is per token, so it can follow the selection.
+            None => crate::fused::layer_norm(&self.ln_final, self.transformer.forward_at(x, true, end_positions)),
+        };
         end.matmul(self.text_projection.val()) // [batch, embed_dim]
     }
 }

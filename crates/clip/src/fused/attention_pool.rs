@@ -16,7 +16,8 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use rayon::prelude::*;
 
-use super::{back, f32s, from_flex, into_flex, math};
+use super::attention::{Rows, attend};
+use super::{back, f32s, from_flex, into_flex};
 use burn::backend::flex::FlexTensor;
 
 /// The attention pool's tokens `[batch, 1 + h w, channels]` from the feature map `map`
@@ -87,20 +88,10 @@ pub fn pool_attention<B: Backend>(
     out.par_chunks_mut(head_dim).enumerate().for_each_init(Vec::new, |scores: &mut Vec<f32>, (task, out)| {
         let (b, head) = (task / heads, task % heads);
         let offset = head * head_dim;
-        let q = &q[b * channels + offset..][..head_dim];
-        let (k, v) =
-            (&k[b * tokens * channels..][..tokens * channels], &v[b * tokens * channels..][..tokens * channels]);
-        scores.clear();
-        scores.extend(k.chunks_exact(channels).map(|key| {
-            let dot: f32 = q.iter().zip(&key[offset..offset + head_dim]).map(|(a, b)| a * b).sum();
-            dot * scale
-        }));
-        math::softmax_in_place(scores, tokens);
-        for (value, &p) in v.chunks_exact(channels).zip(scores.iter()) {
-            for (o, &x) in out.iter_mut().zip(&value[offset..offset + head_dim]) {
-                *o += p * x;
-            }
-        }
+        let query = &q[b * channels + offset..][..head_dim];
+        let keys = Rows { data: &k[b * tokens * channels..][..tokens * channels], stride: channels, offset };
+        let values = Rows { data: &v[b * tokens * channels..][..tokens * channels], stride: channels, offset };
+        attend(query, keys, values, tokens, scale, scores, out);
     });
     from_flex(FlexTensor::from_data(TensorData::new(out, [batch, channels])))
 }

@@ -21,6 +21,10 @@
 //!   head split and merge around it copy q, k, v and the output. Here each `(batch, head)` is a
 //!   task on the rayon pool; the two matrix products read the packed `[tokens, 3 width]`
 //!   projection in place through strides and write the merged `[tokens, width]` layout.
+//! - [`attention_at`]: the last block of an encoder that keeps one token (the ViT's class
+//!   token, the text's end-of-text token; `attention::Transformer::forward_at`) needs one query
+//!   per sequence: one task per `(sequence, head)`, its keys and values read in place in the
+//!   packed projection, the causal mask as the number of keys.
 //! - [`linear_quick_gelu`], [`linear`], [`linear_residual`]: one 2-d product for all tokens of
 //!   all images, on every backend: flex's batched matmul (what `Linear` runs on a 3-d input)
 //!   packs the weight again for every image and runs each image's product on one thread, and in
@@ -47,6 +51,7 @@
 //!   ModifiedResNet's BatchNorm with batch statistics (+ ReLU) is one operation each way
 //!   (`batch_norm`).
 
+mod attention;
 mod attention_pool;
 mod batch_norm;
 mod conv;
@@ -55,23 +60,20 @@ mod pool;
 mod product;
 mod train;
 
+pub use attention::{attention_at, attention_packed};
 pub use attention_pool::{pool_attention, pool_tokens};
 pub use conv::conv2d;
 
 pub(crate) use batch_norm::batch_norm_train;
 pub(crate) use pool::avg_pool;
 
-pub(crate) use train::AttentionDims;
-
-use product::{Threads, gemm_f32};
+use product::Threads;
 
 use std::any::{Any, TypeId};
 
 use burn::backend::flex::FlexTensor;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, TensorPrimitive};
 use rayon::prelude::*;
 
@@ -130,40 +132,6 @@ fn contiguous(tensor: &FlexTensor) -> FlexTensor {
     tensor.to_contiguous()
 }
 
-/// Multi-head self-attention from the packed projection `qkv` `[batch, tokens, 3 width]`
-/// (queries, keys, values side by side, torch's `in_proj` layout) to the merged heads
-/// `[batch, tokens, width]`, before the output projection; `causal` masks future tokens.
-/// Scale `1 / sqrt(head_dim)`.
-pub fn attention_packed<B: Backend>(qkv: Tensor<B, 3>, heads: usize, causal: bool) -> Tensor<B, 3> {
-    let [batch, tokens, packed] = qkv.dims();
-    let width = packed / 3;
-    let qkv = match train::attention_packed(qkv, heads, causal) {
-        Ok(out) => return out,
-        Err(qkv) => qkv,
-    };
-    match into_flex(qkv) {
-        Ok(flex) => {
-            let dims = AttentionDims { batch, tokens, width, heads, causal };
-            from_flex(attention_flex(&contiguous(&flex), dims, None))
-        }
-        Err(qkv) => attention_generic(qkv, heads, causal),
-    }
-}
-
-/// [`attention_packed`] with Burn's generic ops: split the heads, `attention`, merge them.
-fn attention_generic<B: Backend>(qkv: Tensor<B, 3>, heads: usize, causal: bool) -> Tensor<B, 3> {
-    let [batch, tokens, packed] = qkv.dims();
-    let width = packed / 3;
-    let head_dim = width / heads;
-    let split = |t: Tensor<B, 3>| t.reshape([batch, tokens, heads, head_dim]).swap_dims(1, 2);
-    let q = split(qkv.clone().narrow(2, 0, width)); // [batch, heads, tokens, head_dim]
-    let k = split(qkv.clone().narrow(2, width, width));
-    let v = split(qkv.narrow(2, 2 * width, width));
-    let options = AttentionModuleOptions { is_causal: causal, ..Default::default() };
-    let out = attention(q, k, v, None, None, options); // [batch, heads, tokens, head_dim]
-    out.swap_dims(1, 2).reshape([batch, tokens, width])
-}
-
 /// A pointer that rayon tasks writing disjoint parts of one buffer may share.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
@@ -176,84 +144,6 @@ impl SharedMut {
     fn get(self) -> *mut f32 {
         self.0
     }
-}
-
-/// The fused attention on flex storage; when `probabilities` is given (`[batch, heads, tokens,
-/// tokens]`), the softmax of every `(image, head)` is left there for the backward pass.
-fn attention_flex(qkv: &FlexTensor, dims: AttentionDims, probabilities: Option<&mut [f32]>) -> FlexTensor {
-    let AttentionDims { batch, tokens, width, heads, causal } = dims;
-    let data: &[f32] = qkv.as_slice().expect("contiguous f32");
-    assert_eq!(data.len(), batch * tokens * 3 * width, "attention: qkv is [batch, tokens, 3 width]");
-    let head_dim = width / heads;
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let row = 3 * width as isize; // stride between tokens in qkv
-    // Initialised head by head by the tasks below (`Write::Uninitialised`): the heads of every
-    // image cover its `[tokens, width]`.
-    let mut out: Vec<f32> = Vec::with_capacity(batch * tokens * width);
-    let dst = SharedMut(out.as_mut_ptr());
-    if let Some(p) = &probabilities {
-        assert_eq!(
-            p.len(),
-            batch * heads * tokens * tokens,
-            "attention: probabilities are [batch, heads, tokens, tokens]"
-        );
-    }
-    let kept = probabilities.map(|p| SharedMut(p.as_mut_ptr()));
-    (0..batch * heads).into_par_iter().for_each_init(
-        || vec![0.0f32; tokens * tokens],
-        |scratch, task| {
-            // SAFETY: task `task` alone uses the `tokens x tokens` block `task` of the kept
-            // probabilities (the length was checked above).
-            let scores: &mut [f32] = match kept {
-                Some(kept) => unsafe {
-                    std::slice::from_raw_parts_mut(kept.get().add(task * tokens * tokens), tokens * tokens)
-                },
-                None => scratch.as_mut_slice(),
-            };
-            let (b, h) = (task / heads, task % heads);
-            let base = b * tokens * 3 * width + h * head_dim;
-            let (q, k, v) = (&data[base..], &data[base + width..], &data[base + 2 * width..]);
-            // SAFETY: all reads stay inside `data` (the last one ends at the final token's value
-            // columns of this head), and the writes go to `out[b, :, h * head_dim ..][..head_dim]`,
-            // which belongs to this task alone.
-            unsafe {
-                // scores[i, j] = scale * q_i . k_j: k read transposed through its strides.
-                let dst = (scores.as_mut_ptr(), tokens as isize, 1);
-                gemm_f32(
-                    [tokens, tokens, head_dim],
-                    dst,
-                    (q.as_ptr(), row, 1),
-                    (k.as_ptr(), 1, row),
-                    scale,
-                    false,
-                    Threads::One,
-                );
-            }
-            for (i, r) in scores.chunks_exact_mut(tokens).enumerate() {
-                math::softmax_in_place(r, if causal { i + 1 } else { tokens });
-            }
-            unsafe {
-                // out[b, i, head] = sum_j p[i, j] v_j
-                let out = (dst.get().add(b * tokens * width + h * head_dim), width as isize, 1);
-                let p = (scores.as_ptr(), tokens as isize, 1);
-                let v = (v.as_ptr(), row, 1);
-                product::gemm_f32_then(
-                    [tokens, head_dim, tokens],
-                    out,
-                    p,
-                    v,
-                    1.0,
-                    product::Write::Uninitialised,
-                    Threads::One,
-                    &|_| {},
-                );
-            }
-        },
-    );
-    // SAFETY: the tasks initialised every element (above).
-    unsafe { out.set_len(batch * tokens * width) };
-    let shape = burn::tensor::Shape::new([batch, tokens, width]);
-    FlexTensor::from_data(burn::tensor::TensorData::new(out, shape))
 }
 
 /// Whether the fused kernels are switched off by `CLIP_BURN_FUSED=off` (read once), for
@@ -553,22 +443,6 @@ mod tests {
         for epsilon in [1e-5, 1e-6, 0.25] {
             let ln = burn::nn::LayerNormConfig::new(8).with_epsilon(epsilon).init::<Flex>(&device);
             assert_eq!(layer_norm_epsilon(&ln), Some(epsilon));
-        }
-    }
-
-    #[test]
-    fn packed_attention_matches_the_generic_ops() {
-        let device = Default::default();
-        for (causal, tokens) in [(false, 197), (true, 77), (false, 1)] {
-            let qkv = random([3, tokens, 3 * 48], tokens as u64);
-            let fused = attention_packed(Tensor::<Flex, 3>::from_data(qkv.clone(), &device), 4, causal);
-            let generic = attention_generic(Tensor::<Flex, 3>::from_data(qkv, &device), 4, causal);
-            assert_close(
-                fused.into_data(),
-                generic.into_data(),
-                2e-6,
-                &format!("attention causal={causal} tokens={tokens}"),
-            );
         }
     }
 

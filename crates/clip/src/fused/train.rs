@@ -67,10 +67,10 @@ pub(super) fn attention_packed<B: Backend>(
     let output = match AttentionBackward.prepare::<NoCheckpointing>([qkv.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
             let mut probabilities = vec![0.0f32; batch * heads * tokens * tokens];
-            let out = super::attention_flex(&input, dims, Some(&mut probabilities));
+            let out = super::attention::attention_flex(&input, dims, Some(&mut probabilities));
             prep.finish(AttentionState { qkv: input, probabilities, dims }, out)
         }
-        OpsKind::UnTracked(prep) => prep.finish(super::attention_flex(&input, dims, None)),
+        OpsKind::UnTracked(prep) => prep.finish(super::attention::attention_flex(&input, dims, None)),
     };
     Ok(from_autodiff_flex(output))
 }
@@ -431,7 +431,7 @@ mod tests {
             let qkv = random([2, tokens, 3 * 48], tokens as u64);
             let weights = random([2, tokens, 48], 1000 + tokens as u64);
             let fused = |x: Tensor<Ad, 3>| attention_packed(x, 4, causal).expect("the fused operation");
-            let generic = |x: Tensor<Ad, 3>| crate::fused::attention_generic(x, 4, causal);
+            let generic = |x: Tensor<Ad, 3>| crate::fused::attention::attention_generic(x, 4, causal);
             let (y_fused, g_fused) = value_and_grad(fused, &qkv, &weights);
             let (y_generic, g_generic) = value_and_grad(generic, &qkv, &weights);
             let what = format!("attention causal={causal} tokens={tokens}");

@@ -45,16 +45,19 @@ impl<B: Backend> ImageEncoder<B> {
         }
     }
 
-    /// Encodes normalised pixels `[batch, 3, height, width]`.
+    /// Encodes normalised pixels `[batch, 3, height, width]`. The ViT computes its last block
+    /// for the class token alone ([`VisionTransformer::embed`]).
     pub fn forward(&self, pixels: Tensor<B, 4>) -> VisionOutput<B> {
         self.forward_traced(pixels, None)
     }
 
-    /// As [`forward`](Self::forward), recording intermediate activations into `trace`.
+    /// As [`forward`](Self::forward), recording intermediate activations into `trace`; with a
+    /// trace the ViT's last block runs on every token, whose activations are recorded.
     pub fn forward_traced(&self, pixels: Tensor<B, 4>, trace: Option<&mut Trace>) -> VisionOutput<B> {
-        match self {
-            Self::Vit(vit) => vit.forward_traced(pixels, trace).output(),
-            Self::ResNet(resnet) => resnet.forward_traced(pixels, trace),
+        match (self, trace) {
+            (Self::Vit(vit), None) => vit.embed(pixels),
+            (Self::Vit(vit), Some(trace)) => vit.forward_traced(pixels, Some(trace)).output(),
+            (Self::ResNet(resnet), trace) => resnet.forward_traced(pixels, trace),
         }
     }
 

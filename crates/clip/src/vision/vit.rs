@@ -110,18 +110,8 @@ impl<B: Backend> VisionTransformer<B> {
 
     /// As [`forward`](Self::forward), recording `vision.*` activations into `trace`.
     pub fn forward_traced(&self, pixels: Tensor<B, 4>, mut trace: Option<&mut Trace>) -> VitTokens<B> {
-        let patches = crate::fused::conv2d(&self.conv1, pixels); // [batch, width, grid_h, grid_w]
-        let [batch, width, grid_h, grid_w] = patches.dims();
-        let patches = patches.reshape([batch, width, grid_h * grid_w]).swap_dims(1, 2); // [batch, patches, width]
-        if let Some(t) = trace.as_deref_mut() {
-            t.record("vision.patch_embeddings", &patches);
-        }
-        let class = self.class_embedding.val().reshape([1, 1, width]).expand([batch, 1, width]);
-        let x = Tensor::cat(vec![class, patches], 1) + self.positional_embedding.val().unsqueeze(); // [batch, tokens, width]
-        let x = crate::fused::layer_norm(&self.ln_pre, x);
-        if let Some(t) = trace.as_deref_mut() {
-            t.record("vision.tokens_pre", &x);
-        }
+        let x = self.tokens_pre(pixels, trace.as_deref_mut());
+        let [batch, _, width] = x.dims();
         let x = self.transformer.forward(x, false, "vision", trace.as_deref_mut());
         let tokens = crate::fused::layer_norm(&self.ln_post, x);
         let pooled = tokens.clone().narrow(1, 0, 1).reshape([batch, width]); // [batch, width]
@@ -131,5 +121,37 @@ impl<B: Backend> VisionTransformer<B> {
             t.record("vision.pooled", &pooled);
         }
         VitTokens { tokens, pooled, embedding }
+    }
+
+    /// The class token and its embedding only (what [`forward`](Self::forward) returns as
+    /// `pooled` and `embedding`), with the last block computed for the class token alone
+    /// ([`Transformer::forward_at`](crate::attention::Transformer::forward_at)): what
+    /// [`ImageEncoder::forward`](super::ImageEncoder::forward) runs.
+    pub fn embed(&self, pixels: Tensor<B, 4>) -> VisionOutput<B> {
+        let x = self.tokens_pre(pixels, None);
+        let [batch, _, _] = x.dims();
+        let class = Tensor::<B, 1, Int>::zeros([batch], &x.device());
+        let pooled = self.transformer.forward_at(x, false, class); // [batch, width]
+        let features = crate::fused::layer_norm(&self.ln_post, pooled);
+        let embedding = features.clone().matmul(self.proj.val()); // [batch, embed_dim]
+        VisionOutput { features, embedding }
+    }
+
+    /// The transformer's input `[batch, 1 + patches, width]`: the class token and the patch
+    /// embeddings, plus the position embedding, after `ln_pre`.
+    fn tokens_pre(&self, pixels: Tensor<B, 4>, mut trace: Option<&mut Trace>) -> Tensor<B, 3> {
+        let patches = crate::fused::conv2d(&self.conv1, pixels); // [batch, width, grid_h, grid_w]
+        let [batch, width, grid_h, grid_w] = patches.dims();
+        let patches = patches.reshape([batch, width, grid_h * grid_w]).swap_dims(1, 2); // [batch, patches, width]
+        if let Some(t) = trace.as_deref_mut() {
+            t.record("vision.patch_embeddings", &patches);
+        }
+        let class = self.class_embedding.val().reshape([1, 1, width]).expand([batch, 1, width]);
+        let x = Tensor::cat(vec![class, patches], 1) + self.positional_embedding.val().unsqueeze(); // [batch, tokens, width]
+        let x = crate::fused::layer_norm(&self.ln_pre, x);
+        if let Some(t) = trace {
+            t.record("vision.tokens_pre", &x);
+        }
+        x
     }
 }
