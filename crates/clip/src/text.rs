@@ -51,8 +51,11 @@ impl<B: Backend> TextTransformer<B> {
     }
 
     /// Encodes token ids `[batch, context]`; the end-of-text token is the largest id of each row.
-    /// The last block runs for the end-of-text tokens alone
-    /// ([`Transformer::forward_at`](crate::attention::Transformer::forward_at)).
+    ///
+    /// Only what the end-of-text tokens depend on is computed, the same values as running every
+    /// token: under the causal mask the tokens after the batch's last end-of-text token (the
+    /// padding) change no output and are left out, and the last block runs for the end-of-text
+    /// tokens alone ([`Transformer::forward_at`](crate::attention::Transformer::forward_at)).
     pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
         self.forward_traced(ids, None)
     }
@@ -65,8 +68,8 @@ impl<B: Backend> TextTransformer<B> {
     }
 
     /// Encodes token embeddings `[batch, context, width]`, reading the output at
-    /// `end_positions` `[batch]` (the end-of-text token of each row); the last block runs for
-    /// those tokens alone, as in [`forward`](Self::forward).
+    /// `end_positions` `[batch]` (the end-of-text token of each row); as in
+    /// [`forward`](Self::forward), only what those tokens depend on is computed.
     pub fn forward_embeddings(&self, embeddings: Tensor<B, 3>, end_positions: Tensor<B, 1, Int>) -> Tensor<B, 2> {
         self.forward_embeddings_traced(embeddings, end_positions, None)
     }
@@ -77,24 +80,78 @@ impl<B: Backend> TextTransformer<B> {
         end_positions: Tensor<B, 1, Int>,
         trace: Option<&mut Trace>,
     ) -> Tensor<B, 2> {
-        let [batch, context, _] = embeddings.dims();
-        let pos = self.positional_embedding.val().narrow(0, 0, context);
+        let context = embeddings.dims()[1];
+        let Some(t) = trace else {
+            // Causal attention: token `i` depends on tokens `0..=i` only, so the tokens after the
+            // last end-of-text token of the batch (the padding) change no output. They are left
+            // out, and the last block runs for the end-of-text tokens alone
+            // (`Transformer::forward_at`); the final norm is per token, so it can follow.
+            let tokens = used_tokens(&end_positions, context);
+            let x = self.with_positions(embeddings.narrow(1, 0, tokens)); // [batch, tokens, width]
+            let end = self.transformer.forward_at(x, true, end_positions); // [batch, width]
+            return crate::fused::layer_norm(&self.ln_final, end).matmul(self.text_projection.val());
+        };
+        // Traced: every token through every block, recorded.
+        let x = self.with_positions(embeddings); // [batch, context, width]
+        t.record("text.embeddings", &x);
+        let x = self.transformer.forward(x, true, "text", Some(&mut *t));
+        let x = crate::fused::layer_norm(&self.ln_final, x);
+        t.record("text.final", &x);
+        let end = crate::attention::rows_at(x, end_positions); // [batch, width]
+        end.matmul(self.text_projection.val()) // [batch, embed_dim]
+    }
+
+    /// `embeddings` `[batch, tokens, width]` plus the position embedding of their positions.
+    fn with_positions(&self, embeddings: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, tokens, _] = embeddings.dims();
+        let pos = self.positional_embedding.val().narrow(0, 0, tokens);
         // The table repeated for every prompt, then one same-shape addition: flex runs a `[1, ..]`
         // broadcast through its generic strided iterator on the calling thread.
-        let x = embeddings + pos.unsqueeze::<3>().repeat_dim(0, batch); // [batch, context, width]
-        let end = match trace {
-            // Every token through every block, recorded.
-            Some(t) => {
-                t.record("text.embeddings", &x);
-                let x = self.transformer.forward(x, true, "text", Some(&mut *t));
-                let x = crate::fused::layer_norm(&self.ln_final, x);
-                t.record("text.final", &x);
-                crate::attention::rows_at(x, end_positions) // [batch, width]
-            }
-            // The last block for the end-of-text tokens alone (`Transformer::forward_at`); the
-            // norm is per token, so it can follow the selection.
-            None => crate::fused::layer_norm(&self.ln_final, self.transformer.forward_at(x, true, end_positions)),
-        };
-        end.matmul(self.text_projection.val()) // [batch, embed_dim]
+        embeddings + pos.unsqueeze::<3>().repeat_dim(0, batch)
+    }
+}
+
+/// How many leading tokens the outputs at `end_positions` depend on under a causal mask: one
+/// more than the largest position, at most `context` (a position beyond the context is left to
+/// the gather, which reports it as before). Reads the positions back from the device.
+fn used_tokens<B: Backend>(end_positions: &Tensor<B, 1, Int>, context: usize) -> usize {
+    if end_positions.dims()[0] == 0 {
+        return context;
+    }
+    let last: i64 = end_positions.clone().max().into_scalar().elem();
+    (last.max(0) as usize + 1).min(context)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+
+    /// `forward` (padding left out, last block at the end tokens) against `forward_traced` (every
+    /// token through every block), on flex and on `Autodiff<Flex>` (the generic ops).
+    fn check<B: Backend>(ends: [usize; 3]) {
+        let device = Default::default();
+        B::seed(&device, 5);
+        let config = TextConfig { context_length: 20, vocab_size: 50, width: 32, heads: 4, layers: 2 };
+        let text = TextTransformer::<B>::new(&config, 16, &device);
+        // Ids below 49 with the end-of-text token (49, the largest) at `ends[row]`.
+        let ids: Vec<i64> =
+            (0..3 * 20).map(|i| if i % 20 == ends[i / 20] { 49 } else { (i as i64 * 7) % 49 }).collect();
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [3, 20]), &device);
+        let full: Vec<f32> =
+            text.forward_traced(ids.clone(), Some(&mut Trace::default())).into_data().to_vec().unwrap();
+        let fast: Vec<f32> = text.forward(ids).into_data().to_vec().unwrap();
+        let worst = full.iter().zip(&fast).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5, "{}: ends {ends:?}: max |fast - full| = {worst:e}", B::name(&device));
+    }
+
+    #[test]
+    fn the_untraced_encoding_equals_running_every_token() {
+        // Short prompts (most of the context left out), the longest at the context's end (none
+        // left out), one token.
+        for ends in [[3, 7, 5], [19, 2, 4], [0, 0, 0]] {
+            check::<Flex>(ends);
+            check::<Autodiff<Flex>>(ends);
+        }
     }
 }

@@ -188,7 +188,9 @@ fn attention_at_generic<B: Backend>(
     let k = split(qkv.clone().narrow(2, width, width), tokens); // [batch, heads, tokens, head_dim]
     let v = split(qkv.narrow(2, 2 * width, width), tokens);
     let mask = causal.then(|| {
-        let keys = Tensor::<B, 1, Int>::arange(0..tokens as i64, &device).reshape([1, tokens]).expand([batch, tokens]);
+        // In the positions' integer type: flex compares two integer tensors of one type only.
+        let keys = Tensor::<B, 1, Int>::arange(0..tokens as i64, &device).cast(positions.dtype());
+        let keys = keys.reshape([1, tokens]).expand([batch, tokens]);
         let after = keys.greater(positions.reshape([batch, 1]).expand([batch, tokens])); // [batch, tokens]
         after.reshape([batch, 1, 1, tokens]).expand([batch, heads, 1, tokens])
     });
