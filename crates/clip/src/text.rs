@@ -146,6 +146,40 @@ mod tests {
     }
 
     #[test]
+    fn the_untraced_encoding_has_the_gradients_of_running_every_token() {
+        // What training needs (CLIP-HandID's pseudo-word reaches the loss through the text
+        // encoder): the gradients of the input embeddings and of every parameter.
+        type Ad = Autodiff<Flex>;
+        let device = Default::default();
+        Ad::seed(&device, 9);
+        let config = TextConfig { context_length: 20, vocab_size: 50, width: 32, heads: 4, layers: 2 };
+        let text = TextTransformer::<Ad>::new(&config, 16, &device);
+        let embeddings = Tensor::<Flex, 3>::random([3, 20, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let ends = || Tensor::<Ad, 1, Int>::from_data(TensorData::new(vec![4i64, 9, 2], [3]), &device);
+        let weights = Tensor::<Ad, 2>::random([3, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let grads = |traced: bool| {
+            let x = Tensor::<Ad, 3>::from_inner(embeddings.clone()).require_grad();
+            let mut trace = Trace::default();
+            let out = text.forward_embeddings_traced(x.clone(), ends(), traced.then_some(&mut trace));
+            let grads = (out * weights.clone()).sum().backward();
+            let of = |t: Tensor<Ad, 2>| t.grad(&grads).expect("a gradient").into_data().to_vec::<f32>().unwrap();
+            let block = &text.transformer.resblocks[1];
+            [
+                x.grad(&grads).expect("a gradient").into_data().to_vec::<f32>().unwrap(),
+                text.positional_embedding.val().grad(&grads).expect("a gradient").into_data().to_vec().unwrap(),
+                of(block.attn.in_proj.weight.val()),
+                of(block.mlp.c_fc.weight.val()),
+                of(text.text_projection.val()),
+            ]
+        };
+        let (full, fast) = (grads(true), grads(false));
+        for (i, (full, fast)) in full.iter().zip(&fast).enumerate() {
+            let worst = full.iter().zip(fast).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-5, "gradient {i}: max |fast - full| = {worst:e}");
+        }
+    }
+
+    #[test]
     fn the_untraced_encoding_equals_running_every_token() {
         // Short prompts (most of the context left out), the longest at the context's end (none
         // left out), one token.
