@@ -171,9 +171,13 @@ impl<B: Backend> Transformer<B> {
     /// tokens; the last one computes only what those tokens need
     /// ([`ResidualAttentionBlock::forward_at`]), which skips about a twelfth of a 12-block
     /// encoder's work.
+    ///
+    /// Only on the backends of [`fused::computes_only_what_is_kept`]; elsewhere every token goes
+    /// through every block and the rows are taken afterwards.
     pub fn forward_at(&self, mut x: Tensor<B, 3>, causal: bool, positions: Tensor<B, 1, Int>) -> Tensor<B, 2> {
-        let Some((last, blocks)) = self.resblocks.split_last() else {
-            return rows_at(x, positions);
+        let last = self.resblocks.split_last().filter(|_| fused::computes_only_what_is_kept::<B>());
+        let Some((last, blocks)) = last else {
+            return rows_at(self.forward(x, causal, "", None), positions);
         };
         for block in blocks {
             x = block.forward(x, causal);
@@ -203,6 +207,41 @@ mod tests {
             let want = &all[(b * tokens + p as usize) * 32..][..32];
             let worst = got[b * 32..][..32].iter().zip(want).map(|(a, w)| (a - w).abs()).fold(0.0f32, f32::max);
             assert!(worst <= tolerance, "{}: causal {causal}, sequence {b} at {p}: {worst:e}", B::name(&device));
+        }
+    }
+
+    #[test]
+    fn the_last_block_at_one_token_has_the_gradients_of_the_full_one() {
+        type Ad = Autodiff<Flex>;
+        let device = Default::default();
+        Ad::seed(&device, 13);
+        let transformer = TransformerConfig::new(32, 2, 4).init::<Ad>(&device);
+        let x = Tensor::<Flex, 3>::random([3, 9, 32], Distribution::Normal(0.0, 1.0), &device);
+        let weights = Tensor::<Ad, 2>::random([3, 32], Distribution::Normal(0.0, 1.0), &device);
+        for (causal, positions) in [(false, [0i64, 0, 0]), (true, [8, 2, 5])] {
+            let at = || Tensor::<Ad, 1, Int>::from_data(TensorData::new(positions.to_vec(), [3]), &device);
+            let grads = |fast: bool| {
+                let input = Tensor::<Ad, 3>::from_inner(x.clone()).require_grad();
+                let out = if fast {
+                    transformer.forward_at(input.clone(), causal, at())
+                } else {
+                    rows_at(transformer.forward(input.clone(), causal, "t", None), at())
+                };
+                let grads = (out * weights.clone()).sum().backward();
+                let last = &transformer.resblocks[1];
+                let of = |t: Tensor<Ad, 2>| t.grad(&grads).expect("a gradient").into_data().to_vec::<f32>().unwrap();
+                [
+                    input.grad(&grads).expect("a gradient").into_data().to_vec::<f32>().unwrap(),
+                    of(last.attn.in_proj.weight.val()),
+                    of(last.attn.out_proj.weight.val()),
+                    of(last.mlp.c_proj.weight.val()),
+                    of(transformer.resblocks[0].mlp.c_fc.weight.val()),
+                ]
+            };
+            for (i, (full, fast)) in grads(false).iter().zip(&grads(true)).enumerate() {
+                let worst = full.iter().zip(fast).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                assert!(worst <= 1e-5, "causal {causal}, gradient {i}: max |fast - full| = {worst:e}");
+            }
         }
     }
 

@@ -113,9 +113,10 @@ impl<B: Backend> TextTransformer<B> {
 
 /// How many leading tokens the outputs at `end_positions` depend on under a causal mask: one
 /// more than the largest position, at most `context` (a position beyond the context is left to
-/// the gather, which reports it as before). Reads the positions back from the device.
+/// the gather, which reports it as before); `context` on the backends that compute every token
+/// ([`crate::fused::computes_only_what_is_kept`]).
 fn used_tokens<B: Backend>(end_positions: &Tensor<B, 1, Int>, context: usize) -> usize {
-    if end_positions.dims()[0] == 0 {
+    if end_positions.dims()[0] == 0 || !crate::fused::computes_only_what_is_kept::<B>() {
         return context;
     }
     let last: i64 = end_positions.clone().max().into_scalar().elem();

@@ -153,6 +153,16 @@ pub fn disabled() -> bool {
     *OFF.get_or_init(|| std::env::var("CLIP_BURN_FUSED").is_ok_and(|v| v == "off" || v == "0"))
 }
 
+/// Whether the encoders compute only what their outputs depend on
+/// ([`crate::attention::Transformer::forward_at`], the text without its padding): on flex and
+/// `Autodiff<Flex>` with the fused kernels on, where it is tested against computing every token,
+/// values and gradients. Other backends (`wgpu`, `cuda`) compute every token as before: on `wgpu`
+/// the first training step's gradients then differed from flex's (`backend_training`), not yet
+/// understood.
+pub fn computes_only_what_is_kept<B: Backend>() -> bool {
+    is_flex::<B>() || train::is_autodiff_flex::<B>()
+}
+
 /// Whether `B` is flex itself (its float tensors are [`FlexTensor`]s) and the fused kernels are
 /// on.
 fn is_flex<B: Backend>() -> bool {
