@@ -156,9 +156,13 @@ pub fn disabled() -> bool {
 /// Whether the encoders compute only what their outputs depend on
 /// ([`crate::attention::Transformer::forward_at`], the text without its padding): on flex and
 /// `Autodiff<Flex>` with the fused kernels on, where it is tested against computing every token,
-/// values and gradients. Other backends (`wgpu`, `cuda`) compute every token as before: on `wgpu`
-/// the first training step's gradients then differed from flex's (`backend_training`), not yet
-/// understood.
+/// values and gradients. Other backends (`wgpu`, `cuda`) compute every token as before: the one
+/// query of [`attention_at`]'s generic path makes vector-matrix products (`[.., 1, head_dim] x
+/// [.., head_dim, tokens]`), and cubek-matmul 0.2's autotune on `wgpu` ran a kernel for them that
+/// then refused the layout ("Vecmat plane parallel only supports col major rhs"), which brought
+/// down the fusion stream (`backend_training` on lavapipe, docs/BENCHMARKS.md). Computing that
+/// attention with element-wise products and sums instead passed `backend_training` there, but
+/// `cuda` shares those kernels and has not been tested.
 pub fn computes_only_what_is_kept<B: Backend>() -> bool {
     is_flex::<B>() || train::is_autodiff_flex::<B>()
 }
