@@ -32,7 +32,9 @@ use burn::prelude::*;
 use burn::tensor::{Shape, TensorData};
 use rayon::prelude::*;
 
+use super::columns::{col2im, im2col};
 use super::product::{Threads, Write, gemm_f32, gemm_f32_then};
+use super::shifted;
 use super::train::{AutodiffFlexTensor, from_autodiff_flex, into_autodiff_flex};
 use super::{SharedMut, back, contiguous, from_flex, into_flex};
 
@@ -108,21 +110,21 @@ fn conv2d_generic<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4>
 
 /// The shapes of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Geometry {
-    batch: usize,
-    c_in: usize,
-    h: usize,
-    w: usize,
-    c_out: usize,
+pub(super) struct Geometry {
+    pub(super) batch: usize,
+    pub(super) c_in: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) c_out: usize,
     /// Kernel height and width.
-    kernel: [usize; 2],
+    pub(super) kernel: [usize; 2],
     /// Stride along height and width.
-    stride: [usize; 2],
+    pub(super) stride: [usize; 2],
     /// Zero rows above and zero columns left of the input (those below and right only bound
     /// the output size).
-    pad: [usize; 2],
-    oh: usize,
-    ow: usize,
+    pub(super) pad: [usize; 2],
+    pub(super) oh: usize,
+    pub(super) ow: usize,
 }
 
 impl Geometry {
@@ -164,7 +166,7 @@ impl Geometry {
     }
 
     /// Output pixels per image: `oh ow`.
-    fn pixels(&self) -> usize {
+    pub(super) fn pixels(&self) -> usize {
         self.oh * self.ow
     }
 
@@ -184,98 +186,11 @@ impl Geometry {
     }
 }
 
-/// The range of output positions `o` whose input position `o stride + offset - pad` lies inside
-/// `0..len`, with `outputs` positions in all.
-fn valid_outputs(outputs: usize, len: usize, stride: usize, offset: usize, pad: usize) -> std::ops::Range<usize> {
-    // o stride + offset >= pad  <=>  o >= ceil((pad - offset) / stride)
-    let lo = pad.saturating_sub(offset).div_ceil(stride);
-    // o stride + offset - pad < len  <=>  o stride < len + pad - offset
-    let hi = (len + pad).checked_sub(offset).map_or(0, |limit| limit.div_ceil(stride)).min(outputs);
-    lo.min(hi)..hi
-}
-
-/// Row `row` of one image's columns matrix from its input `image` `[c_in, h, w]`, for the output
-/// rows `band` (`out` is `band.len() ow` long).
-fn im2col_row(image: &[f32], g: &Geometry, row: usize, band: std::ops::Range<usize>, out: &mut [f32]) {
-    let [kh, kw] = g.kernel;
-    let (c, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
-    let plane = &image[c * g.h * g.w..][..g.h * g.w];
-    let [sy, sx] = g.stride;
-    let rows = valid_outputs(g.oh, g.h, sy, i, g.pad[0]);
-    let cols = valid_outputs(g.ow, g.w, sx, j, g.pad[1]);
-    for (oy, line) in band.zip(out.chunks_exact_mut(g.ow)) {
-        if !rows.contains(&oy) || cols.is_empty() {
-            line.fill(0.0);
-            continue;
-        }
-        let src = &plane[(oy * sy + i - g.pad[0]) * g.w..][..g.w];
-        line[..cols.start].fill(0.0);
-        line[cols.end..].fill(0.0);
-        let first = cols.start * sx + j - g.pad[1];
-        if sx == 1 {
-            line[cols.clone()].copy_from_slice(&src[first..first + cols.len()]);
-        } else {
-            for (dst, &v) in line[cols.clone()].iter_mut().zip(src[first..].iter().step_by(sx)) {
-                *dst = v;
-            }
-        }
-    }
-}
-
-/// Adds row `row` of one image's columns gradient back into the input gradient plane of its
-/// channel, `plane` `[h, w]` (the transpose of [`im2col_row`]).
-fn col2im_row(d_col: &[f32], g: &Geometry, row: usize, plane: &mut [f32]) {
-    let [kh, kw] = g.kernel;
-    let (i, j) = (row / kw % kh, row % kw);
-    let [sy, sx] = g.stride;
-    let rows = valid_outputs(g.oh, g.h, sy, i, g.pad[0]);
-    let cols = valid_outputs(g.ow, g.w, sx, j, g.pad[1]);
-    if cols.is_empty() {
-        return;
-    }
-    for oy in rows {
-        let line = &d_col[oy * g.ow..][..g.ow];
-        let dst = &mut plane[(oy * sy + i - g.pad[0]) * g.w..][..g.w];
-        let first = cols.start * sx + j - g.pad[1];
-        if sx == 1 {
-            for (d, &v) in dst[first..first + cols.len()].iter_mut().zip(&line[cols.clone()]) {
-                *d += v;
-            }
-        } else {
-            for (d, &v) in dst[first..].iter_mut().step_by(sx).zip(&line[cols.clone()]) {
-                *d += v;
-            }
-        }
-    }
-}
-
-/// One image's columns matrix `[c_in kh kw, band.len() ow]` for the output rows `band` into
-/// `col`, the rows in parallel when `parallel`.
-fn im2col(image: &[f32], g: &Geometry, band: std::ops::Range<usize>, col: &mut [f32], parallel: bool) {
-    let n = band.len() * g.ow;
-    if parallel {
-        col.par_chunks_mut(n).enumerate().for_each(|(row, out)| im2col_row(image, g, row, band.clone(), out));
-    } else {
-        col.chunks_exact_mut(n).enumerate().for_each(|(row, out)| im2col_row(image, g, row, band.clone(), out));
-    }
-}
-
-/// One image's input gradient `[c_in, h, w]` (overwritten) from its columns gradient, the
-/// channels in parallel when `parallel`.
-fn col2im(d_col: &[f32], g: &Geometry, d_image: &mut [f32], parallel: bool) {
-    let per_channel = g.kernel[0] * g.kernel[1];
-    let n = g.pixels();
-    let channel = |(c, plane): (usize, &mut [f32])| {
-        plane.fill(0.0);
-        for row in c * per_channel..(c + 1) * per_channel {
-            col2im_row(&d_col[row * n..][..n], g, row, plane);
-        }
-    };
-    if parallel {
-        d_image.par_chunks_mut(g.h * g.w).enumerate().for_each(channel);
-    } else {
-        d_image.chunks_exact_mut(g.h * g.w).enumerate().for_each(channel);
-    }
+/// Scratch of one forward task: the columns matrix, or [`shifted`]'s buffers.
+#[derive(Default)]
+struct Scratch {
+    col: Vec<f32>,
+    shifted: shifted::Scratch,
 }
 
 /// `y` `[batch, c_out, oh, ow]` of the convolution of contiguous f32 `x` `[batch, c_in, h, w]`
@@ -286,8 +201,8 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> Vec<f32> {
     let (k, n, image_len) = (g.rows(), g.pixels(), g.c_in * g.h * g.w);
     assert_eq!(x.len(), g.batch * image_len, "conv2d: the input is [batch, c_in, h, w]");
     assert_eq!(weight.len(), g.c_out * k, "conv2d: the weight is [c_out, c_in, kh, kw]");
-    // Initialised band by band by the tasks below (`Write::Uninitialised`): the bands of every
-    // image cover its rows, each for all output channels.
+    // Initialised band by band by the tasks below (`Write::Uninitialised`, or the copy out of
+    // `shifted`'s wide rows): the bands of every image cover its rows, each for all channels.
     let mut y: Vec<f32> = Vec::with_capacity(g.batch * g.c_out * n);
     let out = SharedMut(y.as_mut_ptr());
     // One task per (image, band of output rows): a batch smaller than the pool is cut into
@@ -296,7 +211,8 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> Vec<f32> {
     let threads = rayon::current_num_threads();
     let bands = if g.batch >= threads { 1 } else { threads.div_ceil(g.batch).min(g.oh) };
     let band_rows = g.oh.div_ceil(bands);
-    (0..g.batch * bands).into_par_iter().for_each_init(Vec::new, |col: &mut Vec<f32>, task| {
+    let by_shifts = shifted::pays(&g);
+    (0..g.batch * bands).into_par_iter().for_each_init(Scratch::default, |scratch, task| {
         let (b, band) = (task / bands, task % bands);
         let rows = band * band_rows..((band + 1) * band_rows).min(g.oh);
         if rows.is_empty() {
@@ -304,6 +220,12 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> Vec<f32> {
         }
         let (first, pixels) = (rows.start * g.ow, rows.len() * g.ow);
         let image = &x[b * image_len..][..image_len];
+        if by_shifts {
+            // SAFETY: image b's output [c_out, n]; this task alone writes its rows `rows`.
+            unsafe { shifted::band(image, weight, &g, rows, &mut scratch.shifted, out.get().add(b * g.c_out * n)) };
+            return;
+        }
+        let col = &mut scratch.col;
         let (columns, stride) = if g.is_pointwise() {
             (&image[first..], n)
         } else {
@@ -512,7 +434,7 @@ mod tests {
     /// The cases: (input dims, c_out, kernel, stride, padding (top, left, bottom, right), bias).
     type Case = ([usize; 4], usize, [usize; 2], [usize; 2], (usize, usize, usize, usize), bool);
 
-    const CASES: [Case; 8] = [
+    const CASES: [Case; 10] = [
         ([3, 4, 9, 9], 5, [3, 3], [1, 1], (1, 1, 1, 1), false), // ResNet 3x3, images in parallel
         ([1, 4, 9, 9], 5, [3, 3], [1, 1], (1, 1, 1, 1), true),  // one image, product on all threads
         ([2, 3, 11, 10], 6, [3, 3], [2, 2], (1, 1, 1, 1), false), // the stem's strided conv
@@ -521,6 +443,8 @@ mod tests {
         ([2, 3, 12, 8], 4, [4, 4], [4, 4], (0, 0, 0, 0), false), // ViT patches
         ([2, 2, 6, 9], 3, [2, 3], [1, 2], (0, 2, 1, 0), true),  // non-square, asymmetric
         ([1, 2, 5, 5], 3, [1, 1], [2, 2], (0, 0, 0, 0), false), // strided 1x1
+        ([2, 16, 10, 17], 5, [3, 3], [1, 1], (1, 1, 1, 1), false), // 3x3 by shifted products
+        ([1, 17, 7, 24], 3, [2, 3], [1, 1], (0, 2, 1, 0), true), // the same, asymmetric
     ];
 
     fn conv<B: Backend>(case: &Case, seed: u64, device: &B::Device) -> Conv2d<B> {
@@ -559,24 +483,12 @@ mod tests {
         assert!(Geometry::of(&grouped, [1, 4, 9, 9]).is_none());
         let dilated = Conv2dConfig::new([4, 4], [3, 3]).with_dilation([2, 2]).init::<Flex>(&device);
         assert!(Geometry::of(&dilated, [1, 4, 9, 9]).is_none());
+        for (i, case) in CASES.iter().enumerate() {
+            let g = Geometry::of(&conv::<Flex>(case, 1, &device), case.0).expect("covered");
+            assert_eq!(shifted::pays(&g), i >= 8, "case {i}: by shifted products");
+        }
         let g = Geometry::of(&conv::<Flex>(&CASES[2], 1, &device), CASES[2].0).unwrap();
         assert_eq!((g.oh, g.ow), (6, 5), "torch: floor((11 + 2 - 3) / 2) + 1, floor((10 + 2 - 3) / 2) + 1");
-    }
-
-    #[test]
-    fn valid_outputs_are_those_inside_the_input() {
-        for (outputs, len, stride, offset, pad) in [(9, 9, 1, 0, 1), (6, 11, 2, 2, 1), (5, 9, 2, 0, 2), (4, 3, 1, 2, 0)]
-        {
-            let range = valid_outputs(outputs, len, stride, offset, pad);
-            for o in 0..outputs {
-                let at = (o * stride + offset) as isize - pad as isize;
-                assert_eq!(
-                    range.contains(&o),
-                    (0..len as isize).contains(&at),
-                    "{outputs} {len} {stride} {offset} {pad}: {o}"
-                );
-            }
-        }
     }
 
     #[test]
@@ -640,7 +552,7 @@ mod tests {
         for threads in [1, 5] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
             pool.install(|| {
-                for i in [0, 2, 3, 6] {
+                for i in [0, 2, 3, 6, 8, 9] {
                     let mut case = CASES[i];
                     case.0[0] = 3;
                     check_autodiff(i, &case);

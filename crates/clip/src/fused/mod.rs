@@ -54,10 +54,12 @@
 mod attention;
 mod attention_pool;
 mod batch_norm;
+mod columns;
 mod conv;
 mod math;
 mod pool;
 mod product;
+mod shifted;
 mod train;
 
 pub use attention::{attention_at, attention_packed};
