@@ -66,6 +66,53 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     }
 }
 
+/// `channel_affine(conv2d(conv, x), scale, shift, relu)`: a convolution followed by a per-channel
+/// `y scale[c] + shift[c]` (an evaluation-mode batch norm), then ReLU when `relu`. On flex, for
+/// the convolutions [`conv2d`] computes itself and without a bias, the affine is applied to each
+/// band of the output on the thread that just computed it, while the band is in its cache,
+/// instead of in another pass over the whole output; the same per-element arithmetic
+/// ([`super::channel_affine`]'s), so the values are identical.
+pub fn conv2d_affine<B: Backend>(
+    conv: &Conv2d<B>,
+    x: Tensor<B, 4>,
+    scale: Tensor<B, 1>,
+    shift: Tensor<B, 1>,
+    relu: bool,
+) -> Tensor<B, 4> {
+    let geometry = Geometry::of(conv, x.dims()).filter(|g| conv.bias.is_none() && scale.dims() == [g.c_out]);
+    let (Some(g), Ok(flex_x)) = (geometry, into_flex(x.clone())) else {
+        return super::channel_affine(conv2d(conv, x), scale, shift, relu);
+    };
+    match (into_flex(conv.weight.val()), into_flex(scale), into_flex(shift)) {
+        (Ok(weight), Ok(scale), Ok(shift)) => {
+            let (scale, shift) = (contiguous(&scale), contiguous(&shift));
+            let affine = Affine {
+                scale: scale.as_slice().expect("contiguous f32"),
+                shift: shift.as_slice().expect("contiguous f32"),
+                relu,
+            };
+            let y = forward(&contiguous(&flex_x), &contiguous(&weight), g, Some(affine));
+            from_flex(FlexTensor::from_data(TensorData::new(y, g.output_shape())))
+        }
+        (_, scale, shift) => super::channel_affine(conv2d(conv, x), back(scale), back(shift), relu),
+    }
+}
+
+/// What [`conv2d_affine`] applies to each output channel: `y scale[c] + shift[c]`, then ReLU.
+#[derive(Clone, Copy)]
+pub(super) struct Affine<'a> {
+    pub(super) scale: &'a [f32],
+    pub(super) shift: &'a [f32],
+    pub(super) relu: bool,
+}
+
+impl Affine<'_> {
+    /// Applies channel `c`'s affine to `values` in place.
+    pub(super) fn apply(&self, c: usize, values: &mut [f32]) {
+        super::math::affine_in_place(values, self.scale[c], self.shift[c], self.relu);
+    }
+}
+
 /// The convolution without bias through the kernels here on `Autodiff<Flex>` or flex, or
 /// `Err(x)` on any other backend.
 fn fused<B: Backend>(x: Tensor<B, 4>, weight: Tensor<B, 4>, g: Geometry) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
@@ -77,7 +124,7 @@ fn fused<B: Backend>(x: Tensor<B, 4>, weight: Tensor<B, 4>, g: Geometry) -> Resu
     };
     match (into_flex(x), into_flex(weight)) {
         (Ok(x), Ok(weight)) => {
-            let y = forward(&contiguous(&x), &contiguous(&weight), g);
+            let y = forward(&contiguous(&x), &contiguous(&weight), g, None);
             Ok(from_flex(FlexTensor::from_data(TensorData::new(y, g.output_shape()))))
         }
         (x, _) => Err(back(x)),
@@ -194,8 +241,8 @@ struct Scratch {
 }
 
 /// `y` `[batch, c_out, oh, ow]` of the convolution of contiguous f32 `x` `[batch, c_in, h, w]`
-/// with `weight` `[c_out, c_in, kh, kw]`, no bias.
-fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> Vec<f32> {
+/// with `weight` `[c_out, c_in, kh, kw]`, no bias, then `affine` per channel if given.
+fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry, affine: Option<Affine>) -> Vec<f32> {
     let (x, weight): (&[f32], &[f32]) =
         (x.as_slice().expect("contiguous f32"), weight.as_slice().expect("contiguous f32"));
     let (k, n, image_len) = (g.rows(), g.pixels(), g.c_in * g.h * g.w);
@@ -222,7 +269,9 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> Vec<f32> {
         let image = &x[b * image_len..][..image_len];
         if by_shifts {
             // SAFETY: image b's output [c_out, n]; this task alone writes its rows `rows`.
-            unsafe { shifted::band(image, weight, &g, rows, &mut scratch.shifted, out.get().add(b * g.c_out * n)) };
+            unsafe {
+                shifted::band(image, weight, &g, rows, &mut scratch.shifted, out.get().add(b * g.c_out * n), affine)
+            };
             return;
         }
         let col = &mut scratch.col;
@@ -238,6 +287,7 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> Vec<f32> {
         // by this task only.
         unsafe {
             let dst = out.get().add(b * g.c_out * n + first);
+            let band_out = SharedMut(dst);
             gemm_f32_then(
                 [g.c_out, pixels, k],
                 (dst, n as isize, 1),
@@ -246,7 +296,15 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> Vec<f32> {
                 1.0,
                 Write::Uninitialised,
                 Threads::One,
-                &|_| {},
+                &|(channels, cols): super::product::Piece| {
+                    let Some(affine) = &affine else { return };
+                    let dst = band_out.get();
+                    for c in channels {
+                        // SAFETY: channel c's part of the piece just written, this task's.
+                        let line = std::slice::from_raw_parts_mut(dst.add(c * n + cols.start), cols.len());
+                        affine.apply(c, line);
+                    }
+                },
             );
         }
     });
@@ -360,7 +418,7 @@ fn backward(
 fn conv2d_autodiff(x: AutodiffFlexTensor, weight: AutodiffFlexTensor, g: Geometry) -> AutodiffFlexTensor {
     let input = x.primitive.to_contiguous();
     let kernel = weight.primitive.to_contiguous();
-    let y = FlexTensor::from_data(TensorData::new(forward(&input, &kernel, g), g.output_shape()));
+    let y = FlexTensor::from_data(TensorData::new(forward(&input, &kernel, g, None), g.output_shape()));
     match Conv2dBackward.prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(Conv2dState { x: input, weight: kernel, geometry: g }, y),
         OpsKind::UnTracked(prep) => prep.finish(y),
@@ -501,6 +559,30 @@ mod tests {
             let theirs = reference(&conv, x).into_data();
             let scale = (case.0[1] * case.2[0] * case.2[1]) as f32;
             assert!(worst(&ours, &theirs) <= 1e-6 * scale, "case {i} {case:?}: {}", worst(&ours, &theirs));
+        }
+    }
+
+    #[test]
+    fn the_affine_inside_the_convolution_is_the_affine_after_it() {
+        // Same per-element arithmetic: equal to the bit, on every path (columns, pointwise,
+        // shifted products, bias or not, one image or several), with and without ReLU.
+        let device = Default::default();
+        for (i, case) in CASES.iter().enumerate() {
+            let conv = conv::<Flex>(case, 70 + i as u64, &device);
+            let x = Tensor::<Flex, 4>::from_data(data(case.0, 80 + i as u64), &device);
+            let scale = Tensor::<Flex, 1>::from_data(TensorData::new(values(case.1, 90 + i as u64), [case.1]), &device);
+            let shift = Tensor::<Flex, 1>::from_data(TensorData::new(values(case.1, 95 + i as u64), [case.1]), &device);
+            for relu in [false, true] {
+                let ours = conv2d_affine(&conv, x.clone(), scale.clone(), shift.clone(), relu).into_data();
+                let separate =
+                    crate::fused::channel_affine(conv2d(&conv, x.clone()), scale.clone(), shift.clone(), relu);
+                let generic = reference(&conv, x.clone()) * scale.clone().reshape([1, case.1, 1, 1])
+                    + shift.clone().reshape([1, case.1, 1, 1]);
+                let generic = if relu { burn::tensor::activation::relu(generic) } else { generic };
+                assert_eq!(ours, separate.into_data(), "case {i} relu {relu}: fused and separate");
+                let scale_bound = (case.0[1] * case.2[0] * case.2[1]) as f32;
+                assert!(worst(&ours, &generic.into_data()) <= 2e-6 * scale_bound, "case {i} relu {relu}: Burn's");
+            }
         }
     }
 

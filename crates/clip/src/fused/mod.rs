@@ -64,7 +64,7 @@ mod train;
 
 pub use attention::{attention_at, attention_packed};
 pub use attention_pool::{pool_attention, pool_tokens};
-pub use conv::conv2d;
+pub use conv::{conv2d, conv2d_affine};
 
 pub(crate) use batch_norm::batch_norm_train;
 pub(crate) use pool::avg_pool;

@@ -17,7 +17,7 @@
 
 use std::ops::Range;
 
-use super::conv::Geometry;
+use super::conv::{Affine, Geometry};
 use super::product::gemm_f32;
 
 /// Whether [`band`] computes the convolution `g` instead of the columns matrix: stride 1, a
@@ -36,7 +36,7 @@ pub(super) struct Scratch {
 
 /// Output rows `rows` of one image's stride-1 convolution: `image` `[c_in, h, w]`, `weight`
 /// `[c_out, c_in, kh, kw]`, written to `out`, which is that image's output `[c_out, oh ow]`
-/// (row stride `oh ow`), at its pixels `rows.start ow ..`.
+/// (row stride `oh ow`), at its pixels `rows.start ow ..`, then `affine` per channel if given.
 ///
 /// # Safety
 /// `out` must point at an image's output `[c_out, oh ow]`, of which this call alone writes
@@ -48,6 +48,7 @@ pub(super) unsafe fn band(
     rows: Range<usize>,
     scratch: &mut Scratch,
     out: *mut f32,
+    affine: Option<Affine>,
 ) {
     debug_assert!(g.stride == [1, 1] && !rows.is_empty() && rows.end <= g.oh);
     let [kh, kw] = g.kernel;
@@ -97,9 +98,10 @@ pub(super) unsafe fn band(
     for (c, block) in wide.chunks_exact(wide_len).enumerate() {
         for (r, line) in block.chunks_exact(wp).enumerate() {
             // SAFETY: channel c, output row rows.start + r of this image: the caller's.
-            unsafe {
-                let dst = out.add(c * n + (rows.start + r) * g.ow);
-                std::ptr::copy_nonoverlapping(line.as_ptr(), dst, g.ow);
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.add(c * n + (rows.start + r) * g.ow), g.ow) };
+            dst.copy_from_slice(&line[..g.ow]);
+            if let Some(affine) = &affine {
+                affine.apply(c, dst);
             }
         }
     }

@@ -8,6 +8,7 @@
 //! variance is updated with the *unbiased* batch variance, as PyTorch does.
 
 use burn::module::{Param, RunningState};
+use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 
 /// Batch normalisation over the channels of `[batch, channels, height, width]`.
@@ -50,6 +51,16 @@ impl<B: Backend> BatchNorm2d<B> {
         self.normalize(x, true)
     }
 
+    /// `self.forward(conv(x))`, or with ReLU when `relu`; in evaluation on flex the
+    /// normalisation runs inside the convolution's kernel ([`crate::fused::conv2d_affine`]).
+    pub fn after_conv(&self, conv: &Conv2d<B>, x: Tensor<B, 4>, relu: bool) -> Tensor<B, 4> {
+        if B::ad_enabled(&x.device()) {
+            return self.normalize(crate::fused::conv2d(conv, x), relu);
+        }
+        let (scale, shift) = self.scale_shift(self.running_mean.value(), self.running_var.value());
+        crate::fused::conv2d_affine(conv, x, scale, shift, relu)
+    }
+
     fn normalize(&self, x: Tensor<B, 4>, relu: bool) -> Tensor<B, 4> {
         if !B::ad_enabled(&x.device()) {
             return self.affine(x, self.running_mean.value(), self.running_var.value(), relu);
@@ -89,10 +100,17 @@ impl<B: Backend> BatchNorm2d<B> {
         self.running_var.update(running_var.detach());
     }
 
-    /// `(x - mean) / sqrt(var + epsilon) * gamma + beta` per channel, then ReLU when `relu`.
-    fn affine(&self, x: Tensor<B, 4>, mean: Tensor<B, 1>, var: Tensor<B, 1>, relu: bool) -> Tensor<B, 4> {
+    /// `(scale, shift)` per channel with `x scale + shift = (x - mean) / sqrt(var + epsilon)
+    /// gamma + beta`.
+    fn scale_shift(&self, mean: Tensor<B, 1>, var: Tensor<B, 1>) -> (Tensor<B, 1>, Tensor<B, 1>) {
         let scale = self.gamma.val() / var.add_scalar(self.epsilon).sqrt(); // [channels]
         let shift = self.beta.val() - mean * scale.clone();
+        (scale, shift)
+    }
+
+    /// `(x - mean) / sqrt(var + epsilon) * gamma + beta` per channel, then ReLU when `relu`.
+    fn affine(&self, x: Tensor<B, 4>, mean: Tensor<B, 1>, var: Tensor<B, 1>, relu: bool) -> Tensor<B, 4> {
+        let (scale, shift) = self.scale_shift(mean, var);
         // x * scale + shift per channel (on the `[batch * channels, h * w]` view off flex).
         crate::fused::channel_affine(x, scale, shift, relu)
     }

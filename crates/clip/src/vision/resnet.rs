@@ -11,7 +11,6 @@ use super::batch_norm::BatchNorm2d;
 use super::{VisionOutput, resized_position_param};
 use crate::config::ResNetConfig;
 use crate::error::ClipError;
-use crate::fused::conv2d;
 use crate::init::normal;
 use crate::trace::Trace;
 
@@ -79,11 +78,11 @@ impl<B: Backend> Bottleneck<B> {
 
     /// `x` `[batch, inplanes, h, w]` -> `[batch, 4 planes, h / stride, w / stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = self.bn1.forward_relu(conv2d(&self.conv1, x.clone()));
-        let out = self.bn2.forward_relu(conv2d(&self.conv2, out));
-        let out = self.bn3.forward(conv2d(&self.conv3, pool(out, self.stride)));
+        let out = self.bn1.after_conv(&self.conv1, x.clone(), true);
+        let out = self.bn2.after_conv(&self.conv2, out, true);
+        let out = self.bn3.after_conv(&self.conv3, pool(out, self.stride), false);
         let identity = match &self.downsample {
-            Some(down) => down.bn.forward(conv2d(&down.conv, pool(x, self.stride))),
+            Some(down) => down.bn.after_conv(&down.conv, pool(x, self.stride), false),
             None => x,
         };
         crate::fused::add_relu(out, identity)
@@ -232,9 +231,9 @@ impl<B: Backend> ModifiedResNet<B> {
 
     /// The layer4 feature map `[batch, channels, h / (16 stride), w / (16 stride)]`.
     pub fn feature_map(&self, pixels: Tensor<B, 4>, mut trace: Option<&mut Trace>) -> Tensor<B, 4> {
-        let x = self.bn1.forward_relu(conv2d(&self.conv1, pixels));
-        let x = self.bn2.forward_relu(conv2d(&self.conv2, x));
-        let x = self.bn3.forward_relu(conv2d(&self.conv3, x));
+        let x = self.bn1.after_conv(&self.conv1, pixels, true);
+        let x = self.bn2.after_conv(&self.conv2, x, true);
+        let x = self.bn3.after_conv(&self.conv3, x, true);
         let mut x = pool(x, 2); // [batch, width, h/4, w/4]
         if let Some(t) = trace.as_deref_mut() {
             t.record("vision.stem", &x);
