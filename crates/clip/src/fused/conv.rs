@@ -66,50 +66,87 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     }
 }
 
-/// `channel_affine(conv2d(conv, x), scale, shift, relu)`: a convolution followed by a per-channel
-/// `y scale[c] + shift[c]` (an evaluation-mode batch norm), then ReLU when `relu`. On flex, for
-/// the convolutions [`conv2d`] computes itself and without a bias, the affine is applied to each
-/// band of the output on the thread that just computed it, while the band is in its cache,
-/// instead of in another pass over the whole output; the same per-element arithmetic
-/// ([`super::channel_affine`]'s), so the values are identical.
+/// A convolution followed by a per-channel `y scale[c] + shift[c]` (an evaluation-mode batch
+/// norm), plus `residual` when given (a ResNet bottleneck's join), then ReLU when `relu`:
+/// `relu?(channel_affine(conv2d(conv, x), scale, shift) + residual?)`. On flex, for the
+/// convolutions [`conv2d`] computes itself and without a bias, this is applied to each band of
+/// the output on the thread that just computed it, while the band is in its cache, instead of
+/// in further passes over the whole output; the same per-element arithmetic as
+/// [`super::channel_affine`] and [`super::add_relu`], so the values are identical.
 pub fn conv2d_affine<B: Backend>(
     conv: &Conv2d<B>,
     x: Tensor<B, 4>,
     scale: Tensor<B, 1>,
     shift: Tensor<B, 1>,
+    residual: Option<Tensor<B, 4>>,
     relu: bool,
 ) -> Tensor<B, 4> {
-    let geometry = Geometry::of(conv, x.dims()).filter(|g| conv.bias.is_none() && scale.dims() == [g.c_out]);
+    let geometry = Geometry::of(conv, x.dims()).filter(|g| {
+        conv.bias.is_none()
+            && scale.dims() == [g.c_out]
+            && residual.as_ref().is_none_or(|r| Shape::from(r.dims()) == g.output_shape())
+    });
     let (Some(g), Ok(flex_x)) = (geometry, into_flex(x.clone())) else {
-        return super::channel_affine(conv2d(conv, x), scale, shift, relu);
+        return separate(conv2d(conv, x), scale, shift, residual, relu);
     };
-    match (into_flex(conv.weight.val()), into_flex(scale), into_flex(shift)) {
-        (Ok(weight), Ok(scale), Ok(shift)) => {
+    let residual = residual.map(into_flex);
+    match (into_flex(conv.weight.val()), into_flex(scale), into_flex(shift), residual) {
+        (Ok(weight), Ok(scale), Ok(shift), residual @ (None | Some(Ok(_)))) => {
             let (scale, shift) = (contiguous(&scale), contiguous(&shift));
+            let residual = residual.map(|r| contiguous(&r.expect("flex (matched)")));
             let affine = Affine {
                 scale: scale.as_slice().expect("contiguous f32"),
                 shift: shift.as_slice().expect("contiguous f32"),
+                residual: residual.as_ref().map(|r| r.as_slice().expect("contiguous f32")),
                 relu,
             };
             let y = forward(&contiguous(&flex_x), &contiguous(&weight), g, Some(affine));
             from_flex(FlexTensor::from_data(TensorData::new(y, g.output_shape())))
         }
-        (_, scale, shift) => super::channel_affine(conv2d(conv, x), back(scale), back(shift), relu),
+        (_, scale, shift, residual) => separate(conv2d(conv, x), back(scale), back(shift), residual.map(back), relu),
     }
 }
 
-/// What [`conv2d_affine`] applies to each output channel: `y scale[c] + shift[c]`, then ReLU.
+/// [`conv2d_affine`]'s steps one after the other, on the convolution's output `y`.
+fn separate<B: Backend>(
+    y: Tensor<B, 4>,
+    scale: Tensor<B, 1>,
+    shift: Tensor<B, 1>,
+    residual: Option<Tensor<B, 4>>,
+    relu: bool,
+) -> Tensor<B, 4> {
+    match residual {
+        None => super::channel_affine(y, scale, shift, relu),
+        Some(r) if relu => super::add_relu(super::channel_affine(y, scale, shift, false), r),
+        Some(r) => super::channel_affine(y, scale, shift, false) + r,
+    }
+}
+
+/// What [`conv2d_affine`] applies to each output channel: `y scale[c] + shift[c]`, plus the
+/// residual, then ReLU.
 #[derive(Clone, Copy)]
 pub(super) struct Affine<'a> {
     pub(super) scale: &'a [f32],
     pub(super) shift: &'a [f32],
+    /// Of the whole output, or of one image's after [`Affine::image`].
+    pub(super) residual: Option<&'a [f32]>,
     pub(super) relu: bool,
 }
 
 impl Affine<'_> {
-    /// Applies channel `c`'s affine to `values` in place.
-    pub(super) fn apply(&self, c: usize, values: &mut [f32]) {
-        super::math::affine_in_place(values, self.scale[c], self.shift[c], self.relu);
+    /// The same affine with the residual of image `b` alone, each image's output `len` long.
+    pub(super) fn image(self, b: usize, len: usize) -> Self {
+        Self { residual: self.residual.map(|r| &r[b * len..][..len]), ..self }
+    }
+
+    /// Applies channel `c`'s affine to `values`, which start at element `at` of the output
+    /// (of the image, after [`Affine::image`]), in place.
+    pub(super) fn apply(&self, c: usize, at: usize, values: &mut [f32]) {
+        let (scale, shift) = (self.scale[c], self.shift[c]);
+        match self.residual {
+            None => super::math::affine_in_place(values, scale, shift, self.relu),
+            Some(r) => super::math::affine_add_in_place(values, scale, shift, &r[at..][..values.len()], self.relu),
+        }
     }
 }
 
@@ -267,6 +304,7 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry, affine: Option<Affi
         }
         let (first, pixels) = (rows.start * g.ow, rows.len() * g.ow);
         let image = &x[b * image_len..][..image_len];
+        let affine = affine.map(|a| a.image(b, g.c_out * n));
         if by_shifts {
             // SAFETY: image b's output [c_out, n]; this task alone writes its rows `rows`.
             unsafe {
@@ -302,7 +340,7 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry, affine: Option<Affi
                     for c in channels {
                         // SAFETY: channel c's part of the piece just written, this task's.
                         let line = std::slice::from_raw_parts_mut(dst.add(c * n + cols.start), cols.len());
-                        affine.apply(c, line);
+                        affine.apply(c, first + c * n + cols.start, line);
                     }
                 },
             );
@@ -565,25 +603,61 @@ mod tests {
     #[test]
     fn the_affine_inside_the_convolution_is_the_affine_after_it() {
         // Same per-element arithmetic: equal to the bit, on every path (columns, pointwise,
-        // shifted products, bias or not, one image or several), with and without ReLU.
+        // shifted products, bias or not, one image or several), with and without a residual,
+        // with and without ReLU. On three threads, so that the smaller batches are cut into
+        // bands of rows (`forward`), whatever the machine's core count.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a thread pool");
+        pool.install(affine_inside_matches_after);
+    }
+
+    fn affine_inside_matches_after() {
         let device = Default::default();
         for (i, case) in CASES.iter().enumerate() {
             let conv = conv::<Flex>(case, 70 + i as u64, &device);
             let x = Tensor::<Flex, 4>::from_data(data(case.0, 80 + i as u64), &device);
             let scale = Tensor::<Flex, 1>::from_data(TensorData::new(values(case.1, 90 + i as u64), [case.1]), &device);
             let shift = Tensor::<Flex, 1>::from_data(TensorData::new(values(case.1, 95 + i as u64), [case.1]), &device);
-            for relu in [false, true] {
-                let ours = conv2d_affine(&conv, x.clone(), scale.clone(), shift.clone(), relu).into_data();
-                let separate =
-                    crate::fused::channel_affine(conv2d(&conv, x.clone()), scale.clone(), shift.clone(), relu);
+            let y = conv2d(&conv, x.clone());
+            let residual = Tensor::<Flex, 4>::from_data(data(y.dims(), 85 + i as u64), &device);
+            for (with_residual, relu) in [(false, false), (false, true), (true, false), (true, true)] {
+                let r = with_residual.then(|| residual.clone());
+                let what = format!("case {i} residual {with_residual} relu {relu}");
+                let ours = conv2d_affine(&conv, x.clone(), scale.clone(), shift.clone(), r.clone(), relu).into_data();
+                let affine = crate::fused::channel_affine(y.clone(), scale.clone(), shift.clone(), relu && r.is_none());
+                let separate = match &r {
+                    Some(r) if relu => crate::fused::add_relu(affine, r.clone()),
+                    Some(r) => affine + r.clone(),
+                    None => affine,
+                };
                 let generic = reference(&conv, x.clone()) * scale.clone().reshape([1, case.1, 1, 1])
                     + shift.clone().reshape([1, case.1, 1, 1]);
+                let generic = match r {
+                    Some(r) => generic + r,
+                    None => generic,
+                };
                 let generic = if relu { burn::tensor::activation::relu(generic) } else { generic };
-                assert_eq!(ours, separate.into_data(), "case {i} relu {relu}: fused and separate");
+                assert_eq!(ours, separate.into_data(), "{what}: fused and separate");
                 let scale_bound = (case.0[1] * case.2[0] * case.2[1]) as f32;
-                assert!(worst(&ours, &generic.into_data()) <= 2e-6 * scale_bound, "case {i} relu {relu}: Burn's");
+                assert!(worst(&ours, &generic.into_data()) <= 2e-6 * scale_bound, "{what}: Burn's");
             }
         }
+    }
+
+    #[test]
+    fn a_residual_of_another_shape_is_added_as_burn_adds_it() {
+        // Not the output's shape: no fused path, Burn's broadcasting sum.
+        let device = Default::default();
+        let case = &CASES[0];
+        let conv = conv::<Flex>(case, 71, &device);
+        let x = Tensor::<Flex, 4>::from_data(data(case.0, 81), &device);
+        let scale = Tensor::<Flex, 1>::ones([case.1], &device);
+        let shift = Tensor::<Flex, 1>::zeros([case.1], &device);
+        let [batch, c_out, oh, ow] = conv2d(&conv, x.clone()).dims();
+        let row = Tensor::<Flex, 4>::from_data(data([1, c_out, oh, ow], 86), &device);
+        let ours = conv2d_affine(&conv, x.clone(), scale, shift, Some(row.clone()), false);
+        assert_eq!(ours.dims(), [batch, c_out, oh, ow]);
+        let theirs = conv2d(&conv, x) + row;
+        assert!(worst(&ours.into_data(), &theirs.into_data()) <= 1e-6);
     }
 
     /// A convolution to compare.

@@ -162,6 +162,23 @@ multiversion! {
 }
 
 multiversion! {
+    /// `v * scale + shift + r` for the matching `r` of `residual`, then `max(0, .)` when `relu`,
+    /// in place: the same operations, in the same order, as [`affine_in_place`] without ReLU
+    /// followed by [`add_relu_in_place`].
+    pub fn affine_add_in_place(values: &mut [f32], scale: f32, shift: f32, residual: &[f32], relu: bool) {
+        if relu {
+            for (v, &r) in values.iter_mut().zip(residual) {
+                *v = (*v * scale + shift + r).max(0.0);
+            }
+        } else {
+            for (v, &r) in values.iter_mut().zip(residual) {
+                *v = *v * scale + shift + r;
+            }
+        }
+    }
+}
+
+multiversion! {
     /// `a = max(0, a + b)` element by element.
     pub fn add_relu_in_place(a: &mut [f32], b: &[f32]) {
         for (a, &b) in a.iter_mut().zip(b) {

@@ -101,7 +101,7 @@ pub(super) unsafe fn band(
             let dst = unsafe { std::slice::from_raw_parts_mut(out.add(c * n + (rows.start + r) * g.ow), g.ow) };
             dst.copy_from_slice(&line[..g.ow]);
             if let Some(affine) = &affine {
-                affine.apply(c, dst);
+                affine.apply(c, c * n + (rows.start + r) * g.ow, dst);
             }
         }
     }

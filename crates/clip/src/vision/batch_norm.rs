@@ -58,7 +58,18 @@ impl<B: Backend> BatchNorm2d<B> {
             return self.normalize(crate::fused::conv2d(conv, x), relu);
         }
         let (scale, shift) = self.scale_shift(self.running_mean.value(), self.running_var.value());
-        crate::fused::conv2d_affine(conv, x, scale, shift, relu)
+        crate::fused::conv2d_affine(conv, x, scale, shift, None, relu)
+    }
+
+    /// `relu(self.forward(conv(x)) + residual)` (a ResNet bottleneck's last convolution and its
+    /// join); in evaluation on flex the normalisation, the sum and the ReLU run inside the
+    /// convolution's kernel ([`crate::fused::conv2d_affine`]).
+    pub fn after_conv_residual(&self, conv: &Conv2d<B>, x: Tensor<B, 4>, residual: Tensor<B, 4>) -> Tensor<B, 4> {
+        if B::ad_enabled(&x.device()) {
+            return crate::fused::add_relu(self.normalize(crate::fused::conv2d(conv, x), false), residual);
+        }
+        let (scale, shift) = self.scale_shift(self.running_mean.value(), self.running_var.value());
+        crate::fused::conv2d_affine(conv, x, scale, shift, Some(residual), true)
     }
 
     fn normalize(&self, x: Tensor<B, 4>, relu: bool) -> Tensor<B, 4> {

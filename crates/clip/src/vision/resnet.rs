@@ -80,12 +80,11 @@ impl<B: Backend> Bottleneck<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let out = self.bn1.after_conv(&self.conv1, x.clone(), true);
         let out = self.bn2.after_conv(&self.conv2, out, true);
-        let out = self.bn3.after_conv(&self.conv3, pool(out, self.stride), false);
         let identity = match &self.downsample {
             Some(down) => down.bn.after_conv(&down.conv, pool(x, self.stride), false),
             None => x,
         };
-        crate::fused::add_relu(out, identity)
+        self.bn3.after_conv_residual(&self.conv3, pool(out, self.stride), identity)
     }
 }
 
